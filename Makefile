@@ -1,0 +1,34 @@
+# cfgaudit: see README.md. `make demo` shows the main job, `make test` runs everything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv deps demo test test-fast bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+# System packages for the live tier and the pciutils oracle (root only; a no-op where present).
+deps:
+	sh scripts/deps.sh
+
+demo: venv
+	$(VENV)/bin/cfgaudit regions --snapshot sample-traces/cxl-doe-6.2/snapshot.json
+
+test: venv
+	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not live and not e2e" tests
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Installs the system packages cfgaudit's live tier and tests need, only where missing.
+#   pciutils        lspci/setpci: the independent oracle in tests, and setpci drives live tests
+#   python3-bpfcc   bcc's Python module (Debian). PyPI's "bcc" is unrelated: never pip-install it.
+#   linux-headers-amd64  bcc compiles its programs against kernel headers; used only when the
+#                   running kernel ships none (then /lib/modules/$(uname -r)/build is linked to them).
+set -eu
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: not root, skipping system packages (the live tier needs root anyway)" >&2
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "deps: no apt-get; install pciutils, bcc's Python module and kernel headers by hand" >&2
+    exit 0
+fi
+need=""
+command -v lspci >/dev/null 2>&1 || need="$need pciutils"
+[ -e /usr/lib/python3/dist-packages/bcc/__init__.py ] || need="$need python3-bpfcc"
+rel=$(uname -r)
+if [ ! -e "/lib/modules/$rel/build/include/linux/kconfig.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
+    ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1 || need="$need linux-headers-amd64"
+fi
+if [ -n "$need" ]; then
+    echo "deps: installing$need"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $need >/dev/null
+fi
+# The running kernel has no headers of its own: point bcc at Debian's newest amd64 headers.
+if [ ! -e "/lib/modules/$rel/build/include/linux/kconfig.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
+    hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
+    common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1)
+    if [ -n "$hdr" ] && [ -n "$common" ]; then
+        mkdir -p "/lib/modules/$rel"
+        ln -sfn "$hdr" "/lib/modules/$rel/build"
+        ln -sfn "$common" "/lib/modules/$rel/source"
+        echo "deps: linked /lib/modules/$rel/build -> $hdr"
+    fi
+fi
+exit 0

@@ -1,0 +1,191 @@
+"""The ``cfgaudit`` command line: a thin click layer over :mod:`cfgaudit.api`.
+
+Errors are translated once, here: a :class:`~cfgaudit.errors.CfgauditError` or a usage
+error prints one line ``Error: ...`` on stderr and exits 2.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import click
+
+from . import api
+from .errors import EXIT_ERROR, CfgauditError
+
+FORMATS = ("table", "json", "csv")
+
+
+def source_options(f: Callable) -> Callable:
+    """--sysfs-path / --lspci-dump / --snapshot / --driver, shared by every command."""
+    opts = [
+        click.option("--sysfs-path", metavar="DIR",
+                     help="sysfs tree in pciutils' layout (DIR/devices/BDF/config); default /sys/bus/pci "
+                          "when no other source is given"),
+        click.option("--lspci-dump", "lspci_dumps", metavar="FILE", multiple=True,
+                     help="lspci -x/-xxx/-xxxx dump (repeatable; -vvv/-k text between is fine)"),
+        click.option("--snapshot", metavar="FILE", help="snapshot written by 'cfgaudit snapshot'"),
+        click.option("--driver", "drivers", metavar="BDF=NAME", multiple=True,
+                     help="bound driver for a device (repeatable), e.g. 0d:00.0=cxl_pci"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def format_option(f: Callable) -> Callable:
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                        help="output format")(f)
+
+
+def output_option(f: Callable) -> Callable:
+    return click.option("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")(f)
+
+
+def rule_options(f: Callable) -> Callable:
+    """--kernel / --claims / --iomem-relaxed: how the ownership table is evaluated."""
+    opts = [
+        click.option("--kernel", metavar="RELEASE",
+                     help="evaluate the rules for this kernel release (default: the snapshot's, else the running one)"),
+        click.option("--claims", metavar="FILE", multiple=True, help="TOML file of extra claims (repeatable)"),
+        click.option("--iomem-relaxed/--strict-iomem", "iomem_relaxed", default=None,
+                     help="the host booted with iomem=relaxed (the kernel's exclusive check is then off)"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _sources(sysfs_path, lspci_dumps, snapshot, drivers) -> api.Sources:
+    return api.Sources(sysfs_path, list(lspci_dumps), snapshot, list(drivers))
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        try:
+            with open(output, "w") as fh:
+                fh.write(text)
+        except OSError as err:
+            raise CfgauditError(f"cannot write: {err.strerror}", path=output) from err
+    else:
+        click.echo(text, nl=False)
+
+
+def _warn(msgs: list[str]) -> None:
+    for m in msgs:
+        click.echo(f"Warning: {m}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cfgaudit")
+def cli() -> None:
+    """Audit user-space writes to PCI configuration space against the ranges kernel drivers own.
+
+    \b
+    Examples:
+      cfgaudit devices                              # this machine's functions and capabilities
+      cfgaudit devices --lspci-dump dump.txt        # the same from an lspci -xxxx dump
+      cfgaudit regions --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci --kernel 6.2
+      cfgaudit snapshot -o host.json                # keep a picture of this host for later
+    """
+
+
+@cli.command()
+@source_options
+@format_option
+@output_option
+def devices(sysfs_path, lspci_dumps, snapshot, drivers, fmt, output) -> None:
+    """List PCI functions with driver and capability map.
+
+    Capabilities are shown as [offset] name (length in bytes); a * marks one the kernel's
+    own capability walk does not reach. Odd chains (loops, bad pointers) are listed as
+    anomalies.
+
+    \b
+    Examples:
+      cfgaudit devices
+      cfgaudit devices --lspci-dump cxl.txt --format json
+      cfgaudit devices --sysfs-path /tmp/fake-sysfs --format csv
+    """
+    ds = api.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    text = api.render_devices(ds, fmt)
+    _warn(ds.warnings)
+    _emit(text, output)
+
+
+@cli.command()
+@source_options
+@rule_options
+@format_option
+@output_option
+def regions(sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, fmt, output) -> None:
+    """Show which config-space bytes the kernel owns, for a kernel release.
+
+    Kinds: exclusive (claimed with pci_request_config_region_exclusive(); the kernel warns
+    and taints on a sysfs write), managed (programmed by the kernel without a claim; a
+    write silently desynchronises it) and user (handed to user space: vfio-pci, or a
+    claims file).
+
+    \b
+    Examples:
+      cfgaudit regions
+      cfgaudit regions --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci --kernel 6.2.0
+      cfgaudit regions --snapshot host.json --claims site-claims.toml --format json
+    """
+    ds = api.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    res = api.registry_for(ds, kernel, claims, iomem_relaxed)
+    text = api.render_regions(res, fmt)
+    _warn(ds.warnings + res.warnings)
+    _emit(text, output)
+
+
+@cli.command()
+@source_options
+@click.option("-o", "--output", metavar="FILE", required=True, help="snapshot file to write (JSON)")
+def snapshot(sysfs_path, lspci_dumps, snapshot, drivers, output) -> None:
+    """Save every device's config bytes, driver and the host's kernel facts to a file.
+
+    A snapshot taken on the host is what offline analysis needs later: 'cfgaudit regions
+    --snapshot FILE' and 'cfgaudit analyze --snapshot FILE' read it.
+
+    \b
+    Examples:
+      sudo cfgaudit snapshot -o host.json
+      cfgaudit snapshot --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci -o cxl.json
+    """
+    ds = api.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    n = api.write_snapshot(ds, output)
+    _warn(ds.warnings)
+    click.echo(f"{output}: {n} devices", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the CLI, translate errors, return the exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="cfgaudit", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("Error: aborted", err=True)
+        return EXIT_ERROR
+    except click.ClickException as e:
+        msg = " ".join(e.format_message().split())
+        ctx_name = getattr(getattr(e, "ctx", None), "command_path", None)
+        hint = f" (see '{ctx_name} --help')" if ctx_name else ""
+        click.echo(f"Error: {msg}{hint}", err=True)
+        return EXIT_ERROR
+    except CfgauditError as e:
+        click.echo(f"Error: {' '.join(str(e).split())}", err=True)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def console() -> None:  # pragma: no cover - the installed script
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reports: pandas frames of findings and listings, and their renderers."""
