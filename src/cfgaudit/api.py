@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .errors import InputError
 from .regions import (
     DeviceSet,
     RegistryResult,
@@ -13,6 +12,7 @@ from .regions import (
     load_claims,
     load_devices,
     parse_driver_overrides,
+    parse_kernel,
     save_snapshot,
 )
 from .report.listing import Column, render_listing
@@ -129,13 +129,17 @@ def render_regions(res: RegistryResult, fmt: str = "table") -> str:
     return head + render_listing(trows, "table", _REGION_COLS)
 
 
-def write_snapshot(ds: DeviceSet, path: str) -> int:
-    """Write a snapshot; returns the number of devices written."""
+def write_snapshot(ds: DeviceSet, path: str, kernel: str | None = None, iomem_relaxed: bool | None = None,
+                   host: str | None = None) -> int:
+    """Write a snapshot; returns the number of devices written. ``kernel``, ``iomem_relaxed``
+    and ``host`` override what the source said (dumps say nothing)."""
+    if kernel:
+        parse_kernel(kernel)
+        ds.kernel_release, ds.kernel_version = kernel, None
+    if iomem_relaxed is not None:
+        ds.iomem_relaxed = iomem_relaxed
+    if host:
+        ds.host = host
     device_views(ds)  # fills in config_size where the source did not give it
     save_snapshot(ds, path)
     return len(ds.devices)
-
-
-def check_output_path(path: str) -> None:
-    if not path:
-        raise InputError("output path is empty")

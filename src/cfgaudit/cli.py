@@ -143,7 +143,11 @@ def regions(sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_re
 @cli.command()
 @source_options
 @click.option("-o", "--output", metavar="FILE", required=True, help="snapshot file to write (JSON)")
-def snapshot(sysfs_path, lspci_dumps, snapshot, drivers, output) -> None:
+@click.option("--kernel", metavar="RELEASE", help="record this kernel release (for dumps, which carry none)")
+@click.option("--iomem-relaxed/--strict-iomem", "iomem_relaxed", default=None,
+              help="record whether the host booted with iomem=relaxed")
+@click.option("--host", metavar="NAME", help="record this host name")
+def snapshot(sysfs_path, lspci_dumps, snapshot, drivers, output, kernel, iomem_relaxed, host) -> None:
     """Save every device's config bytes, driver and the host's kernel facts to a file.
 
     A snapshot taken on the host is what offline analysis needs later: 'cfgaudit regions
@@ -152,10 +156,10 @@ def snapshot(sysfs_path, lspci_dumps, snapshot, drivers, output) -> None:
     \b
     Examples:
       sudo cfgaudit snapshot -o host.json
-      cfgaudit snapshot --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci -o cxl.json
+      cfgaudit snapshot --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci --kernel 6.2.0 -o cxl.json
     """
     ds = api.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    n = api.write_snapshot(ds, output)
+    n = api.write_snapshot(ds, output, kernel=kernel, iomem_relaxed=iomem_relaxed, host=host)
     _warn(ds.warnings)
     click.echo(f"{output}: {n} devices", err=True)
 

@@ -39,7 +39,7 @@ def _table(rows: Sequence[dict], cols: Sequence[Column], max_width: int = 100) -
                          for i, v in enumerate(row[:-1]))
         wrapped = textwrap.wrap(row[-1], last) or [""]
         lines.append((head + "  " + wrapped[0]).rstrip())
-        lines += [" " * (lead + 2) + w for w in wrapped[1:]]
+        lines += [" " * lead + w for w in wrapped[1:]]
     return "\n".join(lines) + "\n"
 
 
