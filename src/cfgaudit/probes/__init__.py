@@ -1,0 +1,1 @@
+"""Event sources: trace files (replay) and, later, live bcc backends, behind one table."""

@@ -1,0 +1,366 @@
+"""Trace files: JSON Lines and Parquet, read in bounded chunks and written incrementally.
+
+JSON Lines: an optional header line ``{"record": "header", "format": "cfgaudit-trace", ...}``
+(host, kernel release, boot flags, backend, an embedded device snapshot), one event per line
+(keys: :data:`cfgaudit.events.FIELDS`, unknown keys kept), an optional footer line
+``{"record": "footer", "ended_ns", "events", "lost", ...}``. A file of bare event lines is a
+trace. Parquet: the same columns; header and footer live in the file's key/value metadata.
+
+Reading never holds the whole trace: JSONL is parsed in byte blocks by pyarrow's JSON reader
+(with a line-by-line pass only to name a bad line), Parquet in record batches.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..events import FIELDS, OPS, REQUIRED, VIAS, ConfigAccess, arrow_schema, json_schema, validate_row
+
+__all__ = ["TraceReader", "TraceWriter", "TRACE_FORMAT", "TRACE_VERSION", "trace_kind", "make_header"]
+
+TRACE_FORMAT = "cfgaudit-trace"
+TRACE_VERSION = 1
+BLOCK_BYTES = 16 << 20  # JSONL block handed to pyarrow at once
+META_HEADER = b"cfgaudit.header"
+META_FOOTER = b"cfgaudit.footer"
+
+Warn = Callable[[str], None]
+
+
+def trace_kind(path: str) -> str:
+    """``"parquet"`` or ``"jsonl"``, by extension (``.parquet``/``.pq``; anything else is JSONL)."""
+    return "parquet" if path.lower().endswith((".parquet", ".pq")) else "jsonl"
+
+
+def make_header(**facts: Any) -> dict[str, Any]:
+    """A header record with the format marker and the given facts."""
+    return {"record": "header", "format": TRACE_FORMAT, "version": TRACE_VERSION, **facts}
+
+
+@dataclass
+class TraceStats:
+    events: int = 0
+    skipped: int = 0
+    truncated_tail: bool = False
+    skipped_lines: list[int] = field(default_factory=list)
+
+
+class TraceReader:
+    """Read one trace file. ``header``/``footer`` are dicts (``{}`` when absent).
+
+    ``skip_bad``: malformed event lines are skipped and counted instead of raising
+    ``InputError("FILE:LINE: ...")``. A truncated last line (no newline, not JSON) is always
+    tolerated with a warning: that is what a crash mid-write leaves.
+    """
+
+    def __init__(self, path: str, skip_bad: bool = False, warn: Warn | None = None, block_bytes: int = BLOCK_BYTES,
+                 batch_rows: int = 1 << 20) -> None:
+        self.path = path
+        self.skip_bad = skip_bad
+        self.warn = warn or (lambda m: None)
+        self.block_bytes = block_bytes
+        self.batch_rows = batch_rows
+        self.kind = trace_kind(path)
+        self.stats = TraceStats()
+        self.header: dict[str, Any] = {}
+        self.footer: dict[str, Any] = {}
+        if not os.path.exists(path):
+            raise InputError("no such trace file", path=path)
+        if self.kind == "parquet":
+            self._open_parquet()
+        else:
+            self._open_jsonl()
+
+    # -- Parquet -------------------------------------------------------------------------
+    def _open_parquet(self) -> None:
+        try:
+            self._pf = pq.ParquetFile(self.path)
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"not a readable Parquet file: {err}", path=self.path) from err
+        meta = self._pf.schema_arrow.metadata or {}
+        for key, attr in ((META_HEADER, "header"), (META_FOOTER, "footer")):
+            if key in meta:
+                try:
+                    setattr(self, attr, json.loads(meta[key]))
+                except ValueError as err:
+                    raise InputError(f"bad {attr} metadata: {err}", path=self.path) from err
+        names = set(self._pf.schema_arrow.names)
+        missing = [n for n in REQUIRED if n not in names]
+        if missing:
+            raise InputError(f"Parquet trace lacks column(s) {', '.join(missing)}", path=self.path)
+
+    # -- JSONL ---------------------------------------------------------------------------
+    def _open_jsonl(self) -> None:
+        self._size = os.path.getsize(self.path)
+        self._body_start = 0
+        self._body_end = self._size
+        self._first_line = 1
+        with open(self.path, "rb") as fh:
+            first = fh.readline()
+            if first.strip():
+                doc = _loads(first)
+                if isinstance(doc, dict) and doc.get("record") == "header":
+                    if doc.get("format") != TRACE_FORMAT:
+                        raise InputError(f"header is not a {TRACE_FORMAT} header", path=self.path, line=1)
+                    self.header = doc
+                    self._body_start = len(first)
+                    self._first_line = 2
+            # The footer, if any, is the last complete line.
+            tail_start = max(0, self._size - (1 << 16))
+            fh.seek(tail_start)
+            tail = fh.read()
+        if tail and not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            if _loads(tail[cut + 1:]) is None:  # a crash mid-write: drop the partial line
+                self.stats.truncated_tail = True
+                self._body_end = tail_start + cut + 1
+                self.warn(f"{self.path}: last line is truncated (crash while writing?): ignored")
+        content = tail[: self._body_end - tail_start]
+        body = content[:-1] if content.endswith(b"\n") else content
+        idx = body.rfind(b"\n")
+        doc = _loads(body[idx + 1:]) if body[idx + 1:].strip() else None
+        if isinstance(doc, dict) and doc.get("record") == "footer" and tail_start + idx + 1 >= self._body_start:
+            self.footer = doc
+            self._body_end = tail_start + idx + 1
+
+    # -- reading -------------------------------------------------------------------------
+    def tables(self) -> Iterator[pa.Table]:
+        """Event chunks as Arrow tables with at least the :data:`FIELDS` columns, in file order."""
+        if self.kind == "parquet":
+            yield from self._parquet_tables()
+        else:
+            yield from self._jsonl_tables()
+
+    def _parquet_tables(self) -> Iterator[pa.Table]:
+        try:
+            for batch in self._pf.iter_batches(batch_size=self.batch_rows):
+                t = _conform(pa.Table.from_batches([batch]))
+                bad = _invalid_mask(t)
+                if bad is not None:
+                    first = int(pc.index(bad, True).as_py())
+                    if not self.skip_bad:
+                        row = {k: v for k, v in t.slice(first, 1).to_pylist()[0].items()}
+                        raise InputError(f"row {self.stats.events + first}: {validate_row(row) or 'invalid event'}",
+                                         path=self.path)
+                    n_bad = int(pc.sum(bad).as_py())
+                    self.stats.skipped += n_bad
+                    t = t.filter(pc.invert(bad))
+                self.stats.events += t.num_rows
+                yield t
+        except pa.ArrowException as err:
+            raise InputError(f"cannot read Parquet: {err}", path=self.path) from err
+
+    def _jsonl_tables(self) -> Iterator[pa.Table]:
+        po = pj.ParseOptions(explicit_schema=json_schema(), unexpected_field_behavior="infer")
+        with open(self.path, "rb") as fh:
+            fh.seek(self._body_start)
+            pos, line_no, carry = self._body_start, self._first_line, b""
+            while pos < self._body_end or carry:
+                want = min(self.block_bytes, self._body_end - pos)
+                chunk = carry + (fh.read(want) if want > 0 else b"")
+                pos += max(want, 0)
+                if pos < self._body_end:
+                    cut = chunk.rfind(b"\n") + 1
+                    if cut == 0:
+                        carry = chunk
+                        continue
+                    block, carry = chunk[:cut], chunk[cut:]
+                else:
+                    block, carry = chunk, b""
+                if not block.strip():
+                    line_no += block.count(b"\n")
+                    continue
+                t = self._parse_block(block, line_no, po)
+                line_no += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                if t is not None and t.num_rows:
+                    self.stats.events += t.num_rows
+                    yield t
+
+    def _parse_block(self, block: bytes, first_line: int, po: pj.ParseOptions) -> pa.Table | None:
+        try:
+            t = _conform(pj.read_json(io.BytesIO(block), parse_options=po,
+                                      read_options=pj.ReadOptions(block_size=max(1 << 20, len(block) + 1))))
+            if _invalid_mask(t) is None and not _has_header_records(t):
+                return t
+        except pa.ArrowException:
+            pass
+        return self._parse_lines(block, first_line)
+
+    def _parse_lines(self, block: bytes, first_line: int) -> pa.Table | None:
+        """The slow, exact path: one line at a time, to name (or skip) the bad ones."""
+        rows: list[dict] = []
+        for i, line in enumerate(block.split(b"\n")):
+            if not line.strip():
+                continue
+            ln = first_line + i
+            doc = _loads(line)
+            problem = "not valid JSON" if doc is None else validate_row(doc)
+            if doc is not None and isinstance(doc, dict) and doc.get("record") in ("header", "footer"):
+                problem = f"a {doc['record']} record in the middle of the trace"
+            if problem:
+                if not self.skip_bad:
+                    raise InputError(problem, path=self.path, line=ln)
+                self.stats.skipped += 1
+                if len(self.stats.skipped_lines) < 100:
+                    self.stats.skipped_lines.append(ln)
+                continue
+            rows.append(doc)
+        if not rows:
+            return None
+        return _conform(_rows_table(rows))
+
+    def events(self) -> Iterator[ConfigAccess]:
+        """Events one by one (for replay): the same rows :meth:`tables` gives."""
+        names = [f.name for f in FIELDS]
+        for t in self.tables():
+            for row in t.to_pylist():
+                extra = {k: v for k, v in row.items() if k not in names and v is not None}
+                yield ConfigAccess(**{k: row.get(k) for k in names}, extra=extra)
+
+
+def _rows_table(rows: list[dict]) -> pa.Table:
+    known = {f.name: pa.array([r.get(f.name) for r in rows], type=f.arrow) for f in FIELDS}
+    extra_keys = sorted({k for r in rows for k in r} - set(known))
+    for k in extra_keys:
+        vals = [r.get(k) for r in rows]
+        try:
+            known[k] = pa.array(vals)
+        except (pa.ArrowException, TypeError):
+            known[k] = pa.array([None if v is None else json.dumps(v) for v in vals], type=pa.string())
+    return pa.table(known)
+
+
+def _conform(t: pa.Table) -> pa.Table:
+    """Add missing optional columns (nulls) and cast known ones to their schema types."""
+    for f in arrow_schema():
+        if f.name not in t.column_names:
+            t = t.append_column(f.name, pa.nulls(t.num_rows, type=f.type))
+        elif t.schema.field(f.name).type != f.type:
+            try:
+                t = t.set_column(t.schema.get_field_index(f.name), f.name, t.column(f.name).cast(f.type))
+            except pa.ArrowException as err:
+                raise InputError(f"column {f.name!r} has type {t.schema.field(f.name).type}, want {f.type}") from err
+    return t
+
+
+def _has_header_records(t: pa.Table) -> bool:
+    return "record" in t.column_names and t.column("record").null_count < t.num_rows
+
+
+def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
+    """Rows that break the schema's value rules, or ``None`` when every row is fine."""
+    bad = None
+    for name in REQUIRED:
+        m = pc.is_null(t.column(name))
+        bad = m if bad is None else pc.or_(bad, m)
+    for name in ("ts_ns", "pid", "offset", "size"):
+        bad = pc.or_(bad, pc.fill_null(pc.less(t.column(name), 0), False))
+    bad = pc.or_(bad, pc.invert(pc.fill_null(pc.is_in(t.column("op"), value_set=pa.array(OPS)), False)))
+    via = t.column("via")
+    bad = pc.or_(bad, pc.fill_null(pc.invert(pc.is_in(via, value_set=pa.array(VIAS))), False))
+    bad = pc.or_(bad, pc.invert(pc.fill_null(pc.match_substring_regex(t.column("bdf"), r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"), False)))
+    data = t.column("data")
+    bad = pc.or_(bad, pc.fill_null(pc.invert(pc.match_substring_regex(data, r"^(?:[0-9a-f]{2})*$")), False))
+    if not pc.any(bad).as_py():
+        return None
+    return bad
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+class TraceWriter:
+    """Write a trace incrementally (JSONL: line by line, flushed at least every ``flush_s``
+    seconds; Parquet: row groups, header/footer in the metadata). Files are created mode 0600."""
+
+    def __init__(self, path: str, header: dict[str, Any], flush_s: float = 1.0) -> None:
+        self.path = path
+        self.kind = trace_kind(path)
+        self.header = header
+        self.flush_s = flush_s
+        self.count = 0
+        self._last_flush = time.monotonic()
+        self._rows: list[dict] = []
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as err:
+            raise InputError(f"cannot create trace: {err.strerror}", path=path) from err
+        os.fchmod(fd, 0o600)
+        if self.kind == "jsonl":
+            self._fh = os.fdopen(fd, "w", buffering=1 << 16)
+            self._fh.write(json.dumps(header, separators=(",", ":")) + "\n")
+            self._fh.flush()
+        else:
+            os.close(fd)
+            self._pw: pq.ParquetWriter | None = None
+
+    def write(self, ev: ConfigAccess | dict[str, Any]) -> None:
+        d = ev.to_dict() if isinstance(ev, ConfigAccess) else ev
+        self.count += 1
+        if self.kind == "jsonl":
+            self._fh.write(json.dumps(d, separators=(",", ":")) + "\n")
+        else:
+            self._rows.append(d)
+            if len(self._rows) >= 65536:
+                self._flush_parquet()
+        if time.monotonic() - self._last_flush >= self.flush_s:
+            self.flush()
+
+    def write_table(self, t: pa.Table) -> None:
+        """Append an Arrow table of events (Parquet: as a row group; JSONL: as lines)."""
+        self.count += t.num_rows
+        if self.kind == "jsonl":
+            for row in t.to_pylist():
+                self._fh.write(json.dumps({k: v for k, v in row.items() if v is not None}, separators=(",", ":")) + "\n")
+        else:
+            self._write_parquet_table(_conform(t))
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if self.kind == "jsonl":
+            self._fh.flush()
+        elif self._rows:
+            self._flush_parquet()
+
+    def _flush_parquet(self) -> None:
+        if self._rows:
+            t = _conform(_rows_table(self._rows))
+            self._rows = []
+            self._write_parquet_table(t)
+
+    def _write_parquet_table(self, t: pa.Table) -> None:
+        names = [f.name for f in FIELDS]
+        t = t.select(names + [c for c in t.column_names if c not in names])
+        if self._pw is None:
+            schema = t.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
+            self._pw = pq.ParquetWriter(self.path, schema)
+            self._schema = schema
+        self._pw.write_table(t.cast(self._schema) if t.schema != self._schema else t)
+
+    def close(self, footer: dict[str, Any] | None = None) -> None:
+        footer = {"record": "footer", "ended_ns": time.time_ns(), "events": self.count, **(footer or {})}
+        if self.kind == "jsonl":
+            self._fh.write(json.dumps(footer, separators=(",", ":")) + "\n")
+            self._fh.close()
+            return
+        self._flush_parquet()
+        if self._pw is None:
+            empty = arrow_schema().empty_table()
+            self._schema = empty.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
+            self._pw = pq.ParquetWriter(self.path, self._schema)
+        self._pw.add_key_value_metadata({META_FOOTER: json.dumps(footer)})
+        self._pw.close()
