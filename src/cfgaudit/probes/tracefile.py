@@ -87,7 +87,8 @@ class TraceReader:
             self._pf = pq.ParquetFile(self.path)
         except (OSError, pa.ArrowException) as err:
             raise InputError(f"not a readable Parquet file: {err}", path=self.path) from err
-        meta = self._pf.schema_arrow.metadata or {}
+        meta = dict(self._pf.schema_arrow.metadata or {})
+        meta.update(self._pf.metadata.metadata or {})
         for key, attr in ((META_HEADER, "header"), (META_FOOTER, "footer")):
             if key in meta:
                 try:

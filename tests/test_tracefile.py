@@ -1,0 +1,141 @@
+"""Trace files: JSONL and Parquet, header/footer, bad lines, truncation, streaming."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pyarrow as pa
+import pytest
+
+from cfgaudit import api
+from cfgaudit.errors import InputError
+from cfgaudit.events import ConfigAccess
+from cfgaudit.probes.replay import ReplaySource
+from cfgaudit.probes.tracefile import TraceReader, TraceWriter, make_header
+from conftest import CXL_BDF, QEMU_CXL, run_cli
+
+EV = dict(ts_ns=1, pid=7, comm="setpci", op="write", bdf=CXL_BDF, offset=0x198, size=4, data="00000000", via="sysfs", ret=4)
+
+
+def _lines(tmp_path, lines: list[str], name: str = "t.jsonl") -> str:
+    p = tmp_path / name
+    p.write_text("".join(lines))
+    return str(p)
+
+
+def _ev(**kw) -> str:
+    return json.dumps({**EV, **kw}) + "\n"
+
+
+def test_bare_event_lines_are_a_trace(tmp_path) -> None:
+    p = _lines(tmp_path, [_ev(ts_ns=i, extra_key="kept") for i in range(5)])
+    r = TraceReader(p)
+    rows = [e for e in r.events()]
+    assert len(rows) == 5 and r.header == {} and r.footer == {}
+    assert rows[0].extra == {"extra_key": "kept"}
+
+
+def test_header_and_footer(tmp_path) -> None:
+    h = json.dumps(make_header(kernel_release="6.2.0", boot_flags=["iomem=relaxed"])) + "\n"
+    f = json.dumps({"record": "footer", "events": 2, "lost": 3}) + "\n"
+    r = TraceReader(_lines(tmp_path, [h, _ev(), _ev(ts_ns=2), f]))
+    assert sum(t.num_rows for t in r.tables()) == 2
+    assert r.header["kernel_release"] == "6.2.0" and r.footer["lost"] == 3
+
+
+def test_truncated_last_line_is_tolerated(tmp_path) -> None:
+    warnings: list[str] = []
+    p = _lines(tmp_path, [_ev(), _ev(ts_ns=2), _ev(ts_ns=3)[:40]])
+    r = TraceReader(p, warn=warnings.append)
+    assert sum(t.num_rows for t in r.tables()) == 2
+    assert r.stats.truncated_tail and "truncated" in warnings[0]
+
+
+@pytest.mark.parametrize("bad,what", [
+    ('{"ts_ns": 1, "pid": 7\n', "not valid JSON"),
+    (_ev(op="poke"), "'op' must be"),
+    (_ev(offset=-1), "non-negative"),
+    (_ev(bdf="0d:00.0"), "'bdf' must look like"),
+    (_ev(data="ZZ"), "'data' must be"),
+    (_ev(via="smoke"), "'via' must be"),
+    (json.dumps({k: v for k, v in EV.items() if k != "pid"}) + "\n", "missing required key 'pid'"),
+    (_ev(size="4"), "'size' must be"),
+])
+def test_malformed_line_names_file_and_line(tmp_path, bad, what) -> None:
+    p = _lines(tmp_path, [_ev(), _ev(ts_ns=2), bad, _ev(ts_ns=4)])
+    with pytest.raises(InputError) as ei:
+        list(TraceReader(p).tables())
+    assert str(ei.value).startswith(f"{p}:3: ") and what in str(ei.value)
+    r = TraceReader(p, skip_bad=True)
+    assert sum(t.num_rows for t in r.tables()) == 3 and r.stats.skipped == 1 and r.stats.skipped_lines == [3]
+
+
+def test_bad_line_deep_in_a_big_file_is_located(tmp_path) -> None:
+    lines = [_ev(ts_ns=i) for i in range(30000)]
+    lines[23456] = _ev(op="poke")
+    p = _lines(tmp_path, lines)
+    with pytest.raises(InputError, match=rf"{p}:23457: "):
+        list(TraceReader(p, block_bytes=100_000).tables())
+
+
+def test_cli_bad_trace_exit_2_and_skip_bad(tmp_path) -> None:
+    p = _lines(tmp_path, [_ev(), "garbage\n", _ev(ts_ns=3)])
+    code, out, err = run_cli("analyze", p, "--lspci-dump", QEMU_CXL, "--kernel", "6.2.0")
+    assert code == 2 and err == f"Error: {p}:2: not valid JSON\n"
+    code, out, err = run_cli("analyze", p, "--lspci-dump", QEMU_CXL, "--driver", "0d:00.0=cxl_pci", "--kernel",
+                             "6.2.0", "--skip-bad", "--format", "json")
+    assert code == 1 and json.loads(out)["summary"]["skipped"] == 1 and "skipped 1" in err
+
+
+def test_parquet_roundtrip_and_metadata(tmp_path) -> None:
+    p = str(tmp_path / "t.parquet")
+    w = TraceWriter(p, make_header(kernel_release="6.2.0"))
+    for i in range(70000):
+        w.write(ConfigAccess(**{**EV, "ts_ns": i}))
+    w.close({"lost": 5})
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    r = TraceReader(p, batch_rows=10000)
+    assert sum(t.num_rows for t in r.tables()) == 70000
+    assert r.header["kernel_release"] == "6.2.0" and r.footer["lost"] == 5 and r.footer["events"] == 70000
+    j = str(tmp_path / "t.jsonl")
+    w = TraceWriter(j, make_header())
+    for t in TraceReader(p).tables():
+        w.write_table(t)
+    w.close()
+    assert stat.S_IMODE(os.stat(j).st_mode) == 0o600
+    a = api.analyze(p, api.Sources(lspci_dumps=[QEMU_CXL], drivers=["0d:00.0=cxl_pci"]), kernel="6.2.0")
+    b = api.analyze(j, api.Sources(lspci_dumps=[QEMU_CXL], drivers=["0d:00.0=cxl_pci"]), kernel="6.2.0")
+    assert len(a) == len(b) == 70000 and a.equals(b)
+
+
+def test_jsonl_writer_flushes_as_it_goes(tmp_path) -> None:
+    p = str(tmp_path / "live.jsonl")
+    w = TraceWriter(p, make_header(), flush_s=0.0)
+    w.write(ConfigAccess(**EV))
+    r = TraceReader(p)  # readable before close: a crash loses at most the last flush interval
+    assert sum(t.num_rows for t in r.tables()) == 1
+    w.close()
+
+
+def test_load_trace_dataframe_and_replay_pacing(tmp_path) -> None:
+    p = _lines(tmp_path, [_ev(ts_ns=0), _ev(ts_ns=1_000_000_000), _ev(ts_ns=3_000_000_000)])
+    df = api.load_trace(p)
+    assert list(df["ts_ns"]) == [0, 1_000_000_000, 3_000_000_000]
+    slept: list[float] = []
+    rs = ReplaySource([p], speed=2.0, sleep=slept.append)
+    assert [ts for ts, _ in rs.paced()] == [0, 1_000_000_000, 3_000_000_000]
+    assert slept == [0.5, 1.0]
+
+
+def test_trace_with_embedded_snapshot_needs_no_source() -> None:
+    code, out, err = run_cli("analyze", "sample-traces/cxl-doe-6.2/trace.jsonl", "--format", "json")
+    assert code == 1, err
+    doc = json.loads(out)
+    assert doc["summary"]["exclusive_writes"] == 12 and doc["summary"]["kernel_logs"] == 1
+
+
+def test_missing_snapshot_is_a_usage_error(tmp_path) -> None:
+    p = _lines(tmp_path, [_ev()])
+    code, _, err = run_cli("analyze", p)
+    assert code == 2 and "embeds no device snapshot" in err
