@@ -105,6 +105,11 @@ def _hex(v: Any) -> str:
     return "-" if v is None else f"0x{int(v):x}"
 
 
+def _plural(n: int, word: str) -> str:
+    """``1 write``, ``2 writes``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _printable(s: str) -> str:
     """``s`` with control and other non-printable characters escaped (``\\n``, ``\\x01``)."""
     if s.isprintable():
@@ -155,7 +160,7 @@ def finding_message(row: dict[str, Any]) -> str:
     verb = "read" if _text(row.get("op"), "write") == "read" else "wrote"
     size = _int(row.get("size"))
     msg = (f"pid {_text(row.get('pid'), '?')} ({_text(row.get('comm'), '?')}) {verb} "
-           f"{size} byte{'' if size == 1 else 's'} at {_hex(row.get('offset'))} of "
+           f"{_plural(size, 'byte')} at {_hex(row.get('offset'))} of "
            f"{_text(row.get('bdf'), '?')} via {_text(row.get('via'), 'unknown')}: "
            f"owned by {_text(row.get('owner'), '?')} "
            f"({_text(row.get('kind'), '?')}, {_text(row.get('rule'), '?')})")
@@ -205,9 +210,10 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     c = _summary_counts(summary)
     lines = [
         f"{c['findings']} findings ({c['kind_exclusive']} exclusive, {c['kind_managed']} managed, "
-        f"{c['kind_user']} user); {c['exclusive_writes']} writes into exclusive ranges, "
-        f"{c['managed_writes']} into managed, {c['allowed']} allowed",
-        f"the kernel would taint on {c['kernel_taints']} writes and log {c['kernel_logs']}",
+        f"{c['kind_user']} user), {c['allowed']} allowed",
+        f"writes not allowed: {c['exclusive_writes']} into exclusive ranges, "
+        f"{c['managed_writes']} into managed ranges",
+        f"the kernel would taint on {c['kernel_taints']} writes and log on {c['kernel_logs']}",
         f"trace: {c['events']} events, {c['writes']} writes, {c['reads']} reads, "
         f"{c['skipped']} skipped, {c['lost']} lost",
     ]
@@ -355,10 +361,7 @@ def _render_table(report: Report) -> str:
             n = max([len(title)] + [len(r[key]) for r in rows])
             natural.append(min(n, cap) if cap else n)
         minima = [min(m, n) for (_, _, _, m), n in zip(spec, natural)]
-        widths = _fit_widths(natural, minima, width - sep * (len(spec) - 1))
-        if sum(widths) + sep * (len(spec) - 1) > width:
-            sep = 1
-            widths = _fit_widths(natural, minima, width - (len(spec) - 1))
+        widths = _fit_widths(natural, minima, width - sep * (len(spec) - 1))  # minima always fit
 
         def line(cells: list[str]) -> str:
             return (" " * sep).join(_clip(c, w).ljust(w) for c, w in zip(cells, widths)).rstrip()[:width]
@@ -373,8 +376,8 @@ def _render_table(report: Report) -> str:
             lines += ["", t.title + ":"]
             lines += [_clip(l, width) for l in render_listing(t.rows, "table", t.columns).rstrip("\n").split("\n")]
     lines += ["", "Totals:"]
-    lines += textwrap.wrap("; ".join(_summary_lines(report.summary or {})), width,
-                           initial_indent="  ", subsequent_indent="  ")
+    for s in _summary_lines(report.summary or {}):
+        lines += textwrap.wrap(s, width, initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines) + "\n"
 
 
@@ -545,8 +548,9 @@ def _device_svg(bdf: str, regions: list[dict[str, Any]], hist: list[dict[str, An
         if n <= 0:
             continue
         bh = max(bars * math.log2(1 + n) / peak, 2.0)
+        tip = f"{_hex(off)}: {_plural(n, 'write')}"
         out.append(f'<rect class="writes" x="{x(off):.2f}" y="{y1 - bh:.2f}" width="{bw:.2f}" height="{bh:.2f}" '
-                   f'fill="#333"><title>{_e(f"{_hex(off)}: {n} writes")}</title></rect>')
+                   f'fill="#333"><title>{_e(tip)}</title></rect>')
     for off in sorted(set(finding_offsets)):
         out.append(f'<line class="finding" x1="{x(off):.2f}" x2="{x(off):.2f}" y1="{y0}" y2="{y0 + 6}" '
                    f'stroke="#000" stroke-width="1.5"/>')
@@ -724,7 +728,7 @@ def _render_junit(report: Report) -> str:
         if bad:
             failures += 1
             n = len({r["event_index"] for r in bad})
-            msg = (f"{n} write{'' if n == 1 else 's'} into {_text(g['kind'])} range owned by "
+            msg = (f"{_plural(n, 'write')} into {_text(g['kind'])} range owned by "
                    f"{_text(g['owner'])} ({_text(g['rule'])})")
             fail = ET.SubElement(case, "failure", message=_xml(msg), type=_xml(_text(g["kind"])))
             fail.text = _xml("\n".join(finding_message(r) for r in bad))
