@@ -17,7 +17,7 @@ need=""
 command -v lspci >/dev/null 2>&1 || need="$need pciutils"
 [ -e /usr/lib/python3/dist-packages/bcc/__init__.py ] || need="$need python3-bpfcc"
 rel=$(uname -r)
-if [ ! -e "/lib/modules/$rel/build/include/linux/kconfig.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
+if [ ! -e "/lib/modules/$rel/build/include/generated/autoconf.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
     ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1 || need="$need linux-headers-amd64"
 fi
 if [ -n "$need" ]; then
@@ -28,7 +28,7 @@ if [ -n "$need" ]; then
     apt-get install -y -qq $need >/dev/null
 fi
 # The running kernel has no headers of its own: point bcc at Debian's newest amd64 headers.
-if [ ! -e "/lib/modules/$rel/build/include/linux/kconfig.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
+if [ ! -e "/lib/modules/$rel/build/include/generated/autoconf.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
     hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
     common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1)
     if [ -n "$hdr" ] && [ -n "$common" ]; then

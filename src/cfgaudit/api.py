@@ -220,8 +220,8 @@ def open_analysis(traces: list[str], src: Sources, kernel: str | None = None, cl
     rs = ReplaySource(list(traces), skip_bad=skip_bad, speed=speed, warn=warnings.append)
     header = rs.header
     ds = devices_for_trace(src, header)
-    if not kernel and not ds.kernel_release and header.get("kernel_release"):
-        kernel = header["kernel_release"]
+    if not kernel and header.get("kernel_release"):
+        ds.kernel_release, ds.kernel_version = header["kernel_release"], header.get("kernel_version")
     relaxed = iomem_relaxed if iomem_relaxed is not None else _header_relaxed(header)
     res = registry_for(ds, kernel, claims, relaxed)
     warnings += ds.warnings + res.warnings
@@ -257,14 +257,66 @@ def _write_hist(an: Analyzer) -> _pd.DataFrame:
     return _pd.DataFrame({"bdf": [an.bdfs[i // width] for i in nz], "offset": nz % width, "writes": h.flat[nz]})
 
 
-def run_analysis(a: Analysis, sink=None) -> Report:
+def _prefetch(it, depth: int = 1):
+    """The items of ``it``, produced by a worker thread up to ``depth`` ahead (its exceptions
+    are raised here, where the item would have been)."""
+    import queue as _queue
+    import threading as _threading
+
+    q: _queue.Queue = _queue.Queue(maxsize=depth)
+    stop = _threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except _queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+            q.put((done, err))
+
+    th = _threading.Thread(target=work, name="cfgaudit-read", daemon=True)
+    th.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is done:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        stop.set()
+        while th.is_alive():
+            try:
+                q.get_nowait()
+            except _queue.Empty:
+                th.join(0.05)
+
+
+def run_analysis(a: Analysis, sink=None, arrow_sink=None) -> Report:
     """Stream every chunk through the analyzer. With ``sink``, each findings chunk goes to it
-    and is not kept (bounded memory); otherwise the findings are collected into the report."""
+    and is not kept (bounded memory); otherwise the findings are collected into the report.
+    ``arrow_sink`` is like ``sink`` but gets Arrow tables (:meth:`Analyzer.feed_arrow`)."""
     import os as _os
 
     prog = _Progress(sum(_os.path.getsize(p) for p in a.source.paths))
     parts: list[_pd.DataFrame] = []
-    for t in a.source.tables():
+    # the Arrow path reads the next chunk in a second thread while this one analyses
+    for t in (_prefetch(a.source.tables()) if arrow_sink is not None else a.source.tables()):
+        if arrow_sink is not None:
+            fa = a.analyzer.feed_arrow(t)
+            if fa is not None:
+                arrow_sink(fa)
+            prog.update(a.analyzer.counts["events"])
+            continue
         f = a.analyzer.feed(t)
         if sink is not None:
             sink(f)
@@ -320,20 +372,19 @@ def analyze_to_csv(a: Analysis, out) -> Report:
     holding no more than one chunk of findings in memory. Returns the report without findings."""
     import csv as _csv
 
+    from .report.csvout import CsvSink
+
     w = _csv.writer(out, lineterminator="\n")
     w.writerow(list(FINDING_COLUMNS))
-    state = {"rows": 0, "failing": 0}
-
-    def sink(f: _pd.DataFrame) -> None:
-        if f.empty:
-            return
-        f.to_csv(out, header=False, index=False, lineterminator="\n")
-        state["rows"] += len(f)
-        state["failing"] += failing(f, "managed")
-
-    rep = run_analysis(a, sink=sink)
-    rep.summary["findings"] = state["rows"]
-    rep.summary["failing"] = state["failing"]
+    # Arrow tables straight to CSV text (no DataFrame per chunk), made and written by a
+    # second thread while this one reads and analyses the next chunk.
+    sink = CsvSink(out, background=True)
+    try:
+        rep = run_analysis(a, arrow_sink=sink)
+    finally:
+        sink.close()
+    rep.summary["findings"] = sink.rows
+    rep.summary["failing"] = sink.failing
     return rep
 
 
@@ -356,3 +407,228 @@ def replay_lines(a: Analysis, emit, verbose: bool = False) -> Report:
     findings = _pd.concat(parts, ignore_index=True) if parts else empty_findings()
     counts = dict(a.analyzer.counts, lost=a.source.lost, skipped=a.source.skipped)
     return Report(findings, _regions_frame(a.registry), _write_hist(a.analyzer), summarize(findings, counts), a.meta())
+
+
+# ------------------------------------------------------------------------------------------
+# Live tracing
+# ------------------------------------------------------------------------------------------
+from .probes import backend_table, pick_backend  # noqa: E402
+from .probes.tracefile import TraceWriter, events_table, make_header  # noqa: E402
+from .regions import running_kernel as _running_kernel  # noqa: E402
+from .regions.configspace import snapshot_dict as _snapshot_dict  # noqa: E402
+
+
+@dataclass
+class TraceConfig:
+    """Options of ``cfgaudit trace`` / ``cfgaudit run``. ``duration_s`` in seconds."""
+
+    backend: str = "auto"
+    sysfs_path: str | None = None
+    procfs_path: str = "/proc/bus/pci"
+    pid: int = 0
+    comm: str | None = None
+    bdfs: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+    reads: bool = False
+    output: str | None = None
+    kernel: str | None = None
+    claims: list[str] = field(default_factory=list)
+    iomem_relaxed: bool | None = None
+    verbose: bool = False
+    buffer_pages: int = 4096
+    drivers: list[str] = field(default_factory=list)
+
+
+def doctor_rows() -> list[dict]:
+    return backend_table()
+
+
+def _boot_flags(proc_root: str = "/proc") -> list[str]:
+    try:
+        with open(f"{proc_root}/cmdline") as fh:
+            return fh.read().split()
+    except OSError:
+        return []
+
+
+class LiveRun:
+    """One live tracing run: devices, registry, backend session, trace file, analyzer."""
+
+    def __init__(self, cfg: TraceConfig, follow: bool = False) -> None:
+        from .probes.live import LiveOptions
+        from .regions import normalize_bdf
+
+        self.cfg = cfg
+        backend = pick_backend(cfg.backend)
+        ds = open_devices(Sources(sysfs_path=cfg.sysfs_path or "/sys/bus/pci", drivers=list(cfg.drivers)))
+        rel, upstream, relaxed = _running_kernel()
+        ds.kernel_release, ds.kernel_version = rel, upstream
+        ds.iomem_relaxed = relaxed if cfg.iomem_relaxed is None else cfg.iomem_relaxed
+        self.devices = ds
+        self.registry = registry_for(ds, cfg.kernel, cfg.claims, ds.iomem_relaxed)
+        self.warnings = ds.warnings + self.registry.warnings
+        self.analyzer = Analyzer(self.registry, reads=cfg.reads)
+        bdfs = frozenset(normalize_bdf(b) for b in cfg.bdfs) if cfg.bdfs else None
+        self.header = make_header(
+            host=_socket_name(), kernel_release=cfg.kernel or rel, kernel_version=None if cfg.kernel else upstream,
+            running_kernel_release=rel, boot_flags=_boot_flags(), iomem_relaxed=ds.iomem_relaxed,
+            backend=backend.name, started_ns=_time.clock_gettime_ns(_time.CLOCK_MONOTONIC),
+            started_unix_ns=_time.time_ns(), argv=list(_sys.argv), snapshot=_snapshot_dict(ds))
+        self.output = cfg.output
+        self.writer = None
+        self.partial = None
+        if cfg.output:
+            if cfg.output.lower().endswith((".parquet", ".pq")):
+                # Parquet is unreadable until closed: record JSONL beside it, convert at the end.
+                self.partial = cfg.output + ".partial.jsonl"
+                self.writer = TraceWriter(self.partial, self.header)
+            else:
+                self.writer = TraceWriter(cfg.output, self.header)
+        opts = LiveOptions(sysfs_path=cfg.sysfs_path or "/sys/bus/pci", procfs_path=cfg.procfs_path,
+                           pid=cfg.pid, follow=follow, reads=cfg.reads, buffer_pages=cfg.buffer_pages,
+                           comm=cfg.comm, bdfs=bdfs)
+        self.session = backend.open(opts)
+        self.parts: list[_pd.DataFrame] = []
+        self.notices: list = []
+        self.t0: int | None = None
+
+    def on_batch(self, events: list, notices: list, emit) -> None:
+        from .report.live import live_lines
+
+        if self.t0 is None:
+            first = [e.ts_ns for e in events] + [n.ts_ns for n in notices]
+            self.t0 = min(first) if first else None
+        for n in notices:
+            self.notices.append(n)
+            if self.writer:
+                self.writer.write(n.to_record())
+            emit(f"{'':>10} {n.pid:>7} {n.comm[:15]:<15} UNMEDIATED {n.what}"[:100])
+        if not events:
+            return
+        if self.writer:
+            for e in events:
+                self.writer.write(e)
+        f = self.analyzer.feed(events_table(events))
+        if self.cfg.verbose:
+            from .report.live import value_text
+            hit = set(f["event_index"].tolist()) if not f.empty else set()
+            base = self.analyzer.counts["events"] - len(events)
+            for i, e in enumerate(events):
+                if base + i not in hit:
+                    emit(f"{(e.ts_ns - (self.t0 or e.ts_ns)) / 1e9:<10.6f} {e.pid:>7} {e.comm[:15]:<15} "
+                         f"{e.bdf[5:]:<12} {e.offset:>#5x} {e.size:>2} {value_text(e.data, e.size):<8} "
+                         f"{'-':<12} {e.op}")
+        if not f.empty:
+            self.parts.append(f)
+            for line in live_lines(f, self.t0 or 0):
+                emit(line)
+
+    def finish(self) -> Report:
+        lost = self.session.lost
+        dropped = getattr(self.session, "dropped_other", 0)
+        self.session.close()
+        counts = dict(self.analyzer.counts, lost=lost, skipped=0)
+        if self.writer:
+            self.writer.close({"lost": lost, "unmediated": len(self.notices), "dropped_other_files": dropped})
+            if self.partial:
+                src = TraceReaderFor(self.partial)
+                out = TraceWriter(self.output, src.header)
+                for t in src.tables():
+                    out.write_table(t)
+                out.close(src.footer)
+                import os as _os
+                _os.unlink(self.partial)
+        findings = _pd.concat(self.parts, ignore_index=True) if self.parts else empty_findings()
+        meta = {"traces": [self.output] if self.output else [], "kernel": str(self.registry.kernel),
+                "iomem_relaxed": self.registry.iomem_relaxed, "host": self.header.get("host"),
+                "backend": self.header.get("backend")}
+        rep = Report(findings, _regions_frame(self.registry), _write_hist(self.analyzer),
+                     summarize(findings, counts), meta)
+        rep.summary["unmediated"] = [n.to_record() for n in self.notices]
+        return rep
+
+
+def TraceReaderFor(path: str):
+    from .probes.tracefile import TraceReader
+
+    return TraceReader(path)
+
+
+def _socket_name() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def summary_lines(rep: Report) -> list[str]:
+    s = rep.summary
+    out = [f"{s.get('events', 0)} config accesses ({s.get('writes', 0)} writes, {s.get('reads', 0)} reads); "
+           f"{s.get('writes_with_findings', 0)} writes hit owned bytes: {s.get('exclusive_writes', 0)} exclusive, "
+           f"{s.get('managed_writes', 0)} managed; the kernel would taint on {s.get('kernel_taints', 0)}"]
+    if s.get("unmediated"):
+        out.append(f"{len(s['unmediated'])} grant(s) of unmediated access (ioperm/iopl, /dev/mem, /dev/port)")
+    if s.get("lost"):
+        out.append(f"Possibly lost {s['lost']} events (ring buffer full): raise --buffer-pages")
+    else:
+        out.append("0 events lost")
+    return out
+
+
+def run_live(live: LiveRun, emit, stop) -> None:
+    """Poll the session until ``stop()``; each batch is written, analysed and printed."""
+    from .probes.live import run_session
+
+    run_session(live.session, lambda ev, no: live.on_batch(ev, no, emit), stop)
+
+
+def run_command(live: LiveRun, cmd: list[str], emit, stop) -> int:
+    """Start ``cmd`` held at a pipe until the probe follows it, then trace it to its end.
+    Returns its exit code (128+signal when killed)."""
+    import os as _os
+
+    import shutil as _shutil
+
+    exe = _shutil.which(cmd[0]) if "/" not in cmd[0] else cmd[0]
+    if exe is None or not _os.access(exe, _os.X_OK):
+        raise _UsageError(f"cannot run {cmd[0]}: command not found")
+    r, w = _os.pipe()
+    pid = _os.fork()
+    if pid == 0:  # the child waits until the probe follows its pid, then becomes CMD
+        try:
+            _os.close(w)
+            _os.read(r, 1)
+            _os.close(r)
+            _os.execv(exe, cmd)
+        finally:
+            _os._exit(127)
+    _os.close(r)
+    live.session.follow_pid(pid)
+    _os.write(w, b"g")
+    _os.close(w)
+    done: dict[str, int | None] = {"rc": None}
+
+    def finished() -> bool:
+        if done["rc"] is None:
+            wpid, status = _os.waitpid(pid, _os.WNOHANG)
+            if wpid == pid:
+                done["rc"] = _os.waitstatus_to_exitcode(status)
+        return done["rc"] is not None or stop()
+
+    from .probes.live import run_session
+
+    run_session(live.session, lambda ev, no: live.on_batch(ev, no, emit), finished, poll_ms=50)
+    if done["rc"] is None:  # stopped by a signal: pass it on and wait
+        _os.kill(pid, 15)
+        done["rc"] = _os.waitstatus_to_exitcode(_os.waitpid(pid, 0)[1])
+    rc = int(done["rc"])
+    return rc if rc >= 0 else 128 - rc
+
+
+def render_doctor(rows: list[dict], fmt: str) -> str:
+    cols = [Column("backend", "BACKEND"), Column("available", "OK", lambda v: "yes" if v else "no"),
+            Column("reason", "WHY NOT", lambda v: v or "-"), Column("help", "WHAT")]
+    if fmt != "table":
+        return render_listing(rows, fmt, cols)
+    lines = render_listing(rows, "table", cols)
+    live = [r["backend"] for r in rows if r["live"] and r["available"]]
+    return lines + (f"--backend auto uses: {live[0]}\n" if live else "--backend auto: no live backend can run here\n")

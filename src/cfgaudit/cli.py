@@ -288,6 +288,157 @@ def replay(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, i
     return 1 if api.failing(rep.findings, "managed") else 0
 
 
+def live_options(f: Callable) -> Callable:
+    """Options of the live commands (trace, run)."""
+    opts = [
+        click.option("--backend", default="auto", show_default=True, metavar="NAME",
+                     help="live backend: auto or one of 'cfgaudit doctor'"),
+        click.option("--sysfs-path", metavar="DIR", help="sysfs tree to watch (default /sys/bus/pci)"),
+        click.option("--procfs-path", metavar="DIR", default="/proc/bus/pci", show_default=True,
+                     help="procfs tree to watch"),
+        click.option("--driver", "drivers", metavar="BDF=NAME", multiple=True,
+                     help="bound driver for a device where the tree does not say (repeatable)"),
+        click.option("-n", "--comm", metavar="NAME", help="only processes with this name"),
+        click.option("--bdf", "bdfs", metavar="BDF", multiple=True, help="only this device (repeatable)"),
+        click.option("--reads", is_flag=True, help="trace reads too"),
+        click.option("-o", "--output", metavar="FILE", help="record a trace (.jsonl, or .parquet)"),
+        click.option("--kernel", metavar="RELEASE", help="evaluate ownership rules for this release (what-if)"),
+        click.option("--claims", metavar="FILE", multiple=True, help="TOML file of extra claims (repeatable)"),
+        click.option("--iomem-relaxed/--strict-iomem", "iomem_relaxed", default=None,
+                     help="override what /proc/cmdline says about iomem=relaxed"),
+        click.option("--buffer-pages", type=int, default=4096, show_default=True,
+                     help="ring buffer size in 4 KiB pages (a power of two)"),
+        click.option("-v", "--verbose", is_flag=True, help="print every access, not only findings"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+class _Stop:
+    """SIGINT/SIGTERM end a live run cleanly (footer, summary)."""
+
+    def __init__(self, deadline_s: float | None = None) -> None:
+        import signal
+        import time
+
+        self.flag = False
+        self.end = None if deadline_s is None else time.monotonic() + deadline_s
+        self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handler(self, signum, frame) -> None:
+        self.flag = True
+
+    def __call__(self) -> bool:
+        import time
+
+        return self.flag or (self.end is not None and time.monotonic() >= self.end)
+
+    def restore(self) -> None:
+        import signal
+
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
+                 buffer_pages, verbose, pid=0, duration=None) -> "api.TraceConfig":
+    return api.TraceConfig(backend=backend, sysfs_path=sysfs_path, procfs_path=procfs_path, pid=pid, comm=comm,
+                           bdfs=list(bdfs), duration_s=duration, reads=reads, output=output, kernel=kernel,
+                           claims=list(claims), iomem_relaxed=iomem_relaxed, verbose=verbose,
+                           buffer_pages=buffer_pages, drivers=list(drivers))
+
+
+@cli.command()
+@live_options
+@click.option("-p", "--pid", type=int, default=0, help="only this process (thread group)")
+@click.option("-d", "--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
+          buffer_pages, verbose, pid, duration) -> int:
+    """Trace user-space config-space writes live (root), one line per finding.
+
+    Ctrl-C (or SIGTERM, or --duration) ends the run with a summary; with -o the trace file
+    gets a header embedding every device's config space, so 'cfgaudit analyze FILE' needs
+    nothing else. Lost events are counted exactly and reported.
+
+    \b
+    Examples:
+      sudo cfgaudit trace
+      sudo cfgaudit trace -o cxl.jsonl --bdf 0d:00.0 -d 60
+      sudo cfgaudit trace -n setpci -v --kernel 6.2.0   # what a 6.2 kernel would have said
+    """
+    from .report.live import LIVE_HEADER
+
+    cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
+                       iomem_relaxed, buffer_pages, verbose, pid, duration)
+    run = api.LiveRun(cfg)
+    _warn(run.warnings)
+    stop = _Stop(duration)
+    try:
+        click.echo("Tracing config-space writes ... Ctrl-C to end.")
+        click.echo(LIVE_HEADER)
+        api.run_live(run, lambda line: click.echo(line), stop)
+    finally:
+        stop.restore()
+    rep = run.finish()
+    for line in api.summary_lines(rep):
+        click.echo(line, err=bool(rep.summary.get("lost")) and line.startswith("Possibly"))
+    return 0
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@live_options
+@click.option("--fail-on", type=click.Choice(api.FAIL_LEVELS), default="exclusive", show_default=True,
+              help="lowest kind of finding that makes the run fail (exit 1)")
+@click.argument("cmd", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
+def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
+        buffer_pages, verbose, fail_on, cmd) -> int:
+    """Run CMD under the tracer, following it and its children; fail on findings.
+
+    Exit 1 if CMD (or a descendant) wrote into owned bytes at or above --fail-on, 2 on
+    cfgaudit errors, else CMD's own exit code.
+
+    \b
+    Examples:
+      sudo cfgaudit run -- ./run-tool-tests.sh
+      sudo cfgaudit run --fail-on managed -o run.jsonl -- setpci -s 0d:00.0 CAP_EXP+10.w=0:3
+    """
+    from .report.live import LIVE_HEADER
+
+    cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
+                       iomem_relaxed, buffer_pages, verbose)
+    live = api.LiveRun(cfg, follow=True)
+    _warn(live.warnings)
+    stop = _Stop()
+    try:
+        click.echo(LIVE_HEADER, err=True)
+        code = api.run_command(live, list(cmd), lambda line: click.echo(line, err=True), stop)
+    finally:
+        stop.restore()
+    rep = live.finish()
+    for line in api.summary_lines(rep):
+        click.echo(f"cfgaudit: {line}", err=True)
+    if api.failing(rep.findings, fail_on):
+        click.echo(f"cfgaudit: FAIL: writes into owned bytes at or above '{fail_on}'", err=True)
+        return 1
+    return code
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="output format")
+def doctor(fmt) -> int:
+    """Say which live backends can run here, and why the others cannot.
+
+    \b
+    Examples:
+      sudo cfgaudit doctor
+      cfgaudit doctor --format json
+    """
+    rows = api.doctor_rows()
+    click.echo(api.render_doctor(rows, fmt), nl=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI, translate errors, return the exit code."""
     try:

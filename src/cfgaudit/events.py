@@ -131,3 +131,57 @@ def field_names() -> list[str]:
 
 
 __all__.append("field_names")
+
+
+# ------------------------------------------------------------------------------------------
+# The kernel-to-user record of the live backends (bpf/cfgaudit_event.h is generated from this)
+# ------------------------------------------------------------------------------------------
+# (C name, C type, array length or 0, what it holds). Order = layout; sizes are natural so the
+# C struct has no padding (checked by tests against ctypes).
+RECORD_FIELDS: tuple[tuple[str, str, int, str], ...] = (
+    ("ts_ns", "__u64", 0, "bpf_ktime_get_ns() at the syscall's exit, ns since boot"),
+    ("offset", "__s64", 0, "file position of the first byte (bytes); -1 when unknown"),
+    ("ret", "__s64", 0, "syscall return value: bytes done or -errno"),
+    ("size", "__u64", 0, "bytes the process asked for"),
+    ("file_id", "__u64", 0, "the tracer's id of the open file description (dup'ed fds share it)"),
+    ("pid", "__u32", 0, "thread group ID"),
+    ("tid", "__u32", 0, "thread ID"),
+    ("uid", "__u32", 0, "real user ID"),
+    ("fd", "__s32", 0, "file descriptor"),
+    ("aux", "__u32", 0, "DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*)"),
+    ("type", "__u16", 0, "EV_* record type"),
+    ("data_len", "__u16", 0, "bytes of data captured"),
+    ("comm", "char", 16, "task comm"),
+    ("data", "__u8", 64, "the first bytes written or read"),
+)
+RECORD_PATH_MAX = 256  # bytes of path after the record, in OPEN records
+RECORD_TYPES = {"EV_WRITE": 1, "EV_READ": 2, "EV_OPEN": 3, "EV_CLOSE": 4, "EV_DUP": 5, "EV_UNMEDIATED": 6,
+                "EV_EXIT": 7}
+UNMEDIATED_KINDS = {"UM_IOPERM": 1, "UM_IOPL": 2, "UM_DEVMEM": 3, "UM_DEVPORT": 4}
+DATA_MAX = 64
+_C_SIZES = {"__u64": 8, "__s64": 8, "__u32": 4, "__s32": 4, "__u16": 2, "__u8": 1, "char": 1}
+
+
+def record_size() -> int:
+    """Bytes of one record (without the OPEN path)."""
+    return sum(_C_SIZES[t] * (n or 1) for _, t, n, _ in RECORD_FIELDS)
+
+
+def c_header() -> str:
+    """The text of bpf/cfgaudit_event.h."""
+    lines = ["/* Generated from src/cfgaudit/events.py (RECORD_FIELDS); do not edit by hand.",
+             " * tests/test_live_unit.py fails when this file and events.py drift apart. */",
+             "#ifndef CFGAUDIT_EVENT_H", "#define CFGAUDIT_EVENT_H", ""]
+    lines += [f"#define {k} {v}" for k, v in RECORD_TYPES.items()]
+    lines += [f"#define {k} {v}" for k, v in UNMEDIATED_KINDS.items()]
+    lines += [f"#define CFGAUDIT_DATA_MAX {DATA_MAX}", f"#define CFGAUDIT_PATH_MAX {RECORD_PATH_MAX}",
+              f"#define CFGAUDIT_RECORD_SIZE {record_size()}", "", "struct cfgaudit_event {"]
+    for name, ctype, n, doc in RECORD_FIELDS:
+        lines.append(f"\t{ctype} {name}{f'[{n}]' if n else ''};\t/* {doc} */")
+    lines += ["};", "", "struct cfgaudit_open_event {", "\tstruct cfgaudit_event ev;",
+              f"\tchar path[CFGAUDIT_PATH_MAX];\t/* the path as the process passed it */", "};", "",
+              "#endif", ""]
+    return "\n".join(lines)
+
+
+__all__ += ["RECORD_FIELDS", "RECORD_TYPES", "UNMEDIATED_KINDS", "record_size", "c_header", "DATA_MAX"]

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..events import ConfigAccess
 from .tracefile import TraceReader
 
-__all__ = ["ReplaySource", "BACKEND"]
+__all__ = ["ReplaySource"]
 
 
 @dataclass
@@ -78,16 +78,3 @@ class ReplaySource:
     def events(self) -> Iterator[ConfigAccess]:
         for r in self.readers:
             yield from r.events()
-
-
-@dataclass(frozen=True)
-class Backend:
-    """One row of the backend table (see probes/__init__.py)."""
-
-    name: str
-    help: str
-    detect: Callable[[], str | None]
-    open: Callable[..., Any]
-
-
-BACKEND = Backend("replay", "recorded trace files (JSONL or Parquet); needs no root", lambda: None, ReplaySource)

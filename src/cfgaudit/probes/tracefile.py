@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from ..events import FIELDS, OPS, REQUIRED, VIAS, ConfigAccess, arrow_schema, json_schema, validate_row
 
-__all__ = ["TraceReader", "TraceWriter", "TRACE_FORMAT", "TRACE_VERSION", "trace_kind", "make_header"]
+__all__ = ["TraceReader", "TraceWriter", "TRACE_FORMAT", "TRACE_VERSION", "trace_kind", "make_header", "events_table"]
 
 TRACE_FORMAT = "cfgaudit-trace"
 TRACE_VERSION = 1
@@ -74,6 +74,7 @@ class TraceReader:
         self.stats = TraceStats()
         self.header: dict[str, Any] = {}
         self.footer: dict[str, Any] = {}
+        self.notices: list[dict[str, Any]] = []  # {"record": "unmediated", ...} lines
         if not os.path.exists(path):
             raise InputError("no such trace file", path=path)
         if self.kind == "parquet":
@@ -206,6 +207,10 @@ class TraceReader:
             ln = first_line + i
             doc = _loads(line)
             problem = "not valid JSON" if doc is None else validate_row(doc)
+            if doc is not None and isinstance(doc, dict) and doc.get("record") == "unmediated":
+                if len(self.notices) < 10000:
+                    self.notices.append(doc)
+                continue
             if doc is not None and isinstance(doc, dict) and doc.get("record") in ("header", "footer"):
                 problem = f"a {doc['record']} record in the middle of the trace"
             if problem:
@@ -227,6 +232,11 @@ class TraceReader:
             for row in t.to_pylist():
                 extra = {k: v for k, v in row.items() if k not in names and v is not None}
                 yield ConfigAccess(**{k: row.get(k) for k in names}, extra=extra)
+
+
+def events_table(events: list[ConfigAccess]) -> pa.Table:
+    """Events as an Arrow table in the event schema (what the analyzer eats)."""
+    return _conform(_rows_table([e.to_dict() for e in events])) if events else arrow_schema().empty_table()
 
 
 def _rows_table(rows: list[dict]) -> pa.Table:

@@ -1,0 +1,587 @@
+/* cfgaudit: user-space PCI config-space accesses, seen from syscall tracepoints.
+ *
+ * Compiled by bcc at run time. Everything configurable comes in as -D constants:
+ *   SYSFS_PATH, PROCFS_PATH   path prefixes (strings) of config files to track
+ *   TARGET_PID                trace only this thread group (0: every process)
+ *   FOLLOW                    1: trace TARGET_PID and every process it forks (cfgaudit run)
+ *   TRACE_READS               1: emit reads too
+ *   RINGBUF_PAGES             ring buffer size in pages (a power of two)
+ *
+ * Open files are tracked by (tgid, fd) in the `fds` map when their path could be a config
+ * file: it starts with one of the prefixes, or ends in "/config" (sysfs config files through
+ * any symlinked directory, and the /sys/devices/pci.../BDF/config form), or is a relative
+ * "config" or "DD.F". User space resolves each such open from /proc/PID/fd and drops the ones
+ * that are not PCI config files. For every other file a write costs one failed map lookup.
+ * A failed ring buffer reserve is counted per CPU in `lost`, so loss is exact.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/fs.h>   /* rwf_t, in the pwritev2/preadv2 tracepoint records */
+#include "cfgaudit_event.h"
+
+#ifndef TARGET_PID
+#define TARGET_PID 0
+#endif
+#ifndef FOLLOW
+#define FOLLOW 0
+#endif
+#ifndef TRACE_READS
+#define TRACE_READS 0
+#endif
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 4096
+#endif
+#ifndef SYSFS_PATH
+#define SYSFS_PATH "/sys/bus/pci"
+#endif
+#ifndef PROCFS_PATH
+#define PROCFS_PATH "/proc/bus/pci"
+#endif
+#define MAX_FORK_FDS 256  /* fds below this are inherited by a forked child */
+
+#define K_WRITE 1
+#define K_READ 2
+#define K_DUP 3
+#define K_OPEN 4
+#define K_LSEEK 5
+#define K_IOPERM 6
+#define K_IOPL 7
+
+struct fdkey {
+	u32 tgid;
+	s32 fd;
+};
+
+struct fdval {
+	u64 file_id;
+};
+
+struct inflight {
+	u64 buf;      /* user buffer, iovec array, or path */
+	u64 count;    /* bytes asked for; iovec count for the vector calls */
+	s64 off;      /* explicit offset, or -1: use (and advance) the file position */
+	u64 file_id;
+	s32 fd;
+	u32 kind;
+	u32 vec;      /* 1: buf is a struct iovec array */
+	u32 aux;
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_ARRAY(next_id, u64, 1);
+BPF_HASH(fds, struct fdkey, struct fdval, 65536);
+BPF_HASH(pos, u64, s64, 65536);
+BPF_HASH(nfds, u32, u32, 16384);        /* tgid -> tracked fds (fork copies only then) */
+BPF_TABLE("lru_hash", u32, struct inflight, calls, 16384);  /* tid -> arguments between enter and exit */
+BPF_HASH(traced, u32, u8, 16384);       /* FOLLOW: the thread groups being traced */
+
+static __always_inline int wanted(u32 tgid)
+{
+	if (FOLLOW)
+		return traced.lookup(&tgid) != NULL;
+	if (TARGET_PID)
+		return tgid == TARGET_PID;
+	return 1;
+}
+
+static __always_inline void count_lost(void)
+{
+	int zero = 0;
+	u64 *n = lost.lookup(&zero);
+	if (n)
+		(*n)++;
+}
+
+static __always_inline void fill(struct cfgaudit_event *e, u16 type, s32 fd, u64 file_id)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->uid = (u32)bpf_get_current_uid_gid();
+	e->fd = fd;
+	e->type = type;
+	e->file_id = file_id;
+	e->offset = -1;
+	e->ret = 0;
+	e->size = 0;
+	e->aux = 0;
+	e->data_len = 0;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+static __always_inline void emit_simple(u16 type, s32 fd, u64 file_id, u32 aux, s64 ret)
+{
+	struct cfgaudit_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_event));
+	if (!e) {
+		count_lost();
+		return;
+	}
+	fill(e, type, fd, file_id);
+	e->aux = aux;
+	e->ret = ret;
+	events.ringbuf_submit(e, 0);
+}
+
+/* ---------------------------------------------------------------- opens */
+
+static __always_inline int enter_open(const char *filename, int flags)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!wanted(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct inflight a = {};
+	a.buf = (u64)filename;
+	a.kind = K_OPEN;
+	a.aux = flags;
+	calls.update(&tid, &a);
+	return 0;
+}
+
+/* 1 if the string at p starts with the literal lit. Fully unrolled, so the literal's bytes
+ * become immediates (bcc has no read-only data section). p must hold CFGAUDIT_PATH_MAX bytes. */
+#define PREFIX(p, lit) ({                                                   \
+	int _ok = 1;                                                        \
+	const char _w[] = lit;                                              \
+	_Pragma("unroll")                                                   \
+	for (int _i = 0; _i < (int)sizeof(_w) - 1 && _i < CFGAUDIT_PATH_MAX; _i++) { \
+		if ((p)[_i] != _w[_i]) {                                    \
+			_ok = 0;                                            \
+			break;                                              \
+		}                                                           \
+	}                                                                   \
+	_ok;                                                                \
+})
+
+static __always_inline int candidate(const char *p, int len)
+{
+	/* len counts the trailing NUL (bpf_probe_read_user_str) */
+	int l = len - 1;
+	if (l <= 0 || l >= CFGAUDIT_PATH_MAX)
+		return 0;
+	if (PREFIX(p, SYSFS_PATH) || PREFIX(p, PROCFS_PATH) || PREFIX(p, "/sys/devices/pci"))
+		return 1;
+	/* ".../config" or a relative "config" */
+	if (l >= 6) {
+		int s = (l - 6) & (CFGAUDIT_PATH_MAX - 1);
+		if (p[s] == 'c' && p[(s + 1) & 255] == 'o' && p[(s + 2) & 255] == 'n' && p[(s + 3) & 255] == 'f' &&
+		    p[(s + 4) & 255] == 'i' && p[(s + 5) & 255] == 'g' && (l == 6 || p[(s - 1) & 255] == '/'))
+			return 1;
+	}
+	/* a relative "DD.F" (procfs, after chdir into a bus directory) */
+	if (p[0] != '/' && l >= 4) {
+		int s = (l - 4) & (CFGAUDIT_PATH_MAX - 1);
+		if (p[(s + 2) & 255] == '.' && p[(s + 3) & 255] >= '0' && p[(s + 3) & 255] <= '7' &&
+		    (l == 4 || p[(s - 1) & 255] == '/'))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int unmediated_path(const char *p)
+{
+	if (PREFIX(p, "/dev/mem") && p[8] == 0)
+		return UM_DEVMEM;
+	if (PREFIX(p, "/dev/port") && p[9] == 0)
+		return UM_DEVPORT;
+	return 0;
+}
+
+static __always_inline int exit_open(long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct inflight *a = calls.lookup(&tid);
+	if (!a || a->kind != K_OPEN)
+		return 0;
+	struct inflight args = *a;
+	calls.delete(&tid);
+	if (ret < 0)
+		return 0;
+	struct cfgaudit_open_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_open_event));
+	if (!e) {
+		count_lost();
+		return 0;
+	}
+	int len = bpf_probe_read_user_str(e->path, sizeof(e->path), (const void *)args.buf);
+	int um = len > 0 ? unmediated_path(e->path) : 0;
+	if (len <= 0 || (!um && !candidate(e->path, len))) {
+		events.ringbuf_discard(e, 0);
+		return 0;
+	}
+	u64 file_id = 0;
+	if (!um) {
+		int zero = 0;
+		u64 *next = next_id.lookup(&zero);
+		if (!next) {
+			events.ringbuf_discard(e, 0);
+			return 0;
+		}
+		file_id = __sync_fetch_and_add(next, 1) + 1;
+		struct fdkey k = {.tgid = id >> 32, .fd = (s32)ret};
+		struct fdval v = {.file_id = file_id};
+		s64 zero_pos = 0;
+		if (!fds.lookup(&k)) {
+			u32 tgid = id >> 32;
+			u32 one = 1, *n = nfds.lookup(&tgid);
+			if (n)
+				__sync_fetch_and_add(n, 1);
+			else
+				nfds.update(&tgid, &one);
+		}
+		fds.update(&k, &v);
+		pos.update(&file_id, &zero_pos);
+	}
+	fill(&e->ev, um ? EV_UNMEDIATED : EV_OPEN, (s32)ret, file_id);
+	e->ev.aux = um ? um : args.aux;
+	e->ev.ret = ret;
+	events.ringbuf_submit(e, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return enter_open(args->filename, args->flags); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return exit_open(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2) { return enter_open(args->filename, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return exit_open(args->ret); }
+
+/* ---------------------------------------------------------------- reads and writes */
+
+static __always_inline int enter_rw(u32 kind, int fd, u64 buf, u64 count, s64 off, u32 vec)
+{
+	/* reads are followed even without TRACE_READS: they move the file position */
+	u64 id = bpf_get_current_pid_tgid();
+	struct fdkey k = {.tgid = id >> 32, .fd = fd};
+	struct fdval *v = fds.lookup(&k);
+	if (!v)
+		return 0;
+	u32 tid = (u32)id;
+	struct inflight a = {};
+	a.buf = buf;
+	a.count = count;
+	a.off = off;
+	a.file_id = v->file_id;
+	a.fd = fd;
+	a.kind = kind;
+	a.vec = vec;
+	calls.update(&tid, &a);
+	return 0;
+}
+
+struct iov {
+	u64 base;
+	u64 len;
+};
+
+struct scratch_t {
+	u8 b[2 * CFGAUDIT_DATA_MAX];
+};
+BPF_PERCPU_ARRAY(scratch, struct scratch_t, 1);
+
+static __always_inline int exit_rw(long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct inflight *ap = calls.lookup(&tid);
+	if (!ap || (ap->kind != K_WRITE && ap->kind != K_READ))
+		return 0;
+	struct inflight a = *ap;
+	calls.delete(&tid);
+	s64 off = a.off;
+	s64 *p = pos.lookup(&a.file_id);
+	if (off < 0) {   /* write/read/writev/readv, or pwritev2 with offset -1: the file position */
+		off = p ? *p : -1;
+		if (p && ret > 0) {
+			s64 np = off + ret;
+			pos.update(&a.file_id, &np);
+		}
+	}
+	if ((a.kind == K_READ && !TRACE_READS) || !wanted(id >> 32))
+		return 0;
+	struct cfgaudit_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_event));
+	if (!e) {
+		count_lost();
+		return 0;
+	}
+	fill(e, a.kind == K_WRITE ? EV_WRITE : EV_READ, a.fd, a.file_id);
+	e->offset = off;
+	e->ret = ret;
+	/* data: the first CFGAUDIT_DATA_MAX bytes; for reads only what was read */
+	u64 limit = CFGAUDIT_DATA_MAX;
+	if (a.kind == K_READ)
+		limit = ret > 0 ? ((u64)ret < limit ? (u64)ret : limit) : 0;
+	u32 n = 0;
+	if (a.vec) {   /* size = the iovecs' total (up to 8 of them); data gathered from them */
+		int zero = 0;
+		struct scratch_t *sc = scratch.lookup(&zero);
+		u64 total = 0;
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			if (i >= a.count)
+				break;
+			struct iov v = {};
+			bpf_probe_read_user(&v, sizeof(v), (void *)(a.buf + i * sizeof(struct iov)));
+			total += v.len;
+			if (sc && n < limit && v.len > 0) {
+				u32 k = v.len > CFGAUDIT_DATA_MAX ? CFGAUDIT_DATA_MAX : v.len;
+				bpf_probe_read_user(&sc->b[n & (CFGAUDIT_DATA_MAX - 1)], k, (void *)v.base);
+				n += k;
+			}
+		}
+		e->size = total;
+		if (n > limit)
+			n = limit;
+		if (sc && n > 0)
+			bpf_probe_read_kernel(e->data, CFGAUDIT_DATA_MAX, sc->b);
+	} else {
+		e->size = a.count;
+		u64 k = a.count < limit ? a.count : limit;
+		if (k > CFGAUDIT_DATA_MAX)
+			k = CFGAUDIT_DATA_MAX;
+		n = k;
+		if (k > 0)
+			bpf_probe_read_user(e->data, k, (void *)a.buf);
+	}
+	e->data_len = n;
+	events.ringbuf_submit(e, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_pwrite64) { return enter_rw(K_WRITE, args->fd, (u64)args->buf, args->count, args->pos, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_pwrite64) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return enter_rw(K_WRITE, args->fd, (u64)args->buf, args->count, -1, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_pwritev) { return enter_rw(K_WRITE, args->fd, (u64)args->vec, args->vlen, args->pos_l, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_pwritev) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_pwritev2) { return enter_rw(K_WRITE, args->fd, (u64)args->vec, args->vlen, (s64)args->pos_l, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_pwritev2) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return enter_rw(K_WRITE, args->fd, (u64)args->vec, args->vlen, -1, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_pread64) { return enter_rw(K_READ, args->fd, (u64)args->buf, args->count, args->pos, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_pread64) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return enter_rw(K_READ, args->fd, (u64)args->buf, args->count, -1, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_preadv) { return enter_rw(K_READ, args->fd, (u64)args->vec, args->vlen, args->pos_l, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_preadv) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return enter_rw(K_READ, args->fd, (u64)args->vec, args->vlen, -1, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return exit_rw(args->ret); }
+
+/* ---------------------------------------------------------------- file position */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_lseek)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct fdkey k = {.tgid = id >> 32, .fd = args->fd};
+	struct fdval *v = fds.lookup(&k);
+	if (!v)
+		return 0;
+	u32 tid = (u32)id;
+	struct inflight a = {};
+	a.kind = K_LSEEK;
+	a.file_id = v->file_id;
+	calls.update(&tid, &a);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_lseek)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct inflight *a = calls.lookup(&tid);
+	if (!a || a->kind != K_LSEEK)
+		return 0;
+	u64 fid = a->file_id;
+	calls.delete(&tid);
+	s64 np = args->ret;
+	if (np >= 0)
+		pos.update(&fid, &np);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- fd table */
+
+static __always_inline int enter_dup(int oldfd, int newfd)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct fdkey k = {.tgid = id >> 32, .fd = oldfd};
+	struct fdval *v = fds.lookup(&k);
+	struct fdkey nk = {.tgid = id >> 32, .fd = newfd};
+	if (!v && (newfd < 0 || !fds.lookup(&nk)))
+		return 0;
+	u32 tid = (u32)id;
+	struct inflight a = {};
+	a.kind = K_DUP;
+	a.fd = oldfd;
+	a.file_id = v ? v->file_id : 0;
+	calls.update(&tid, &a);
+	return 0;
+}
+
+static __always_inline int exit_dup(long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct inflight *ap = calls.lookup(&tid);
+	if (!ap || ap->kind != K_DUP)
+		return 0;
+	struct inflight a = *ap;
+	calls.delete(&tid);
+	if (ret < 0)
+		return 0;
+	struct fdkey nk = {.tgid = id >> 32, .fd = (s32)ret};
+	if (a.file_id) {
+		struct fdval v = {.file_id = a.file_id};
+		if (!fds.lookup(&nk)) {
+			u32 tgid = id >> 32;
+			u32 one = 1, *n = nfds.lookup(&tgid);
+			if (n)
+				__sync_fetch_and_add(n, 1);
+			else
+				nfds.update(&tgid, &one);
+		}
+		fds.update(&nk, &v);
+	} else {
+		fds.delete(&nk);   /* dup2 of an untracked fd over a tracked one */
+	}
+	emit_simple(EV_DUP, a.fd, a.file_id, (u32)ret, ret);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup) { return enter_dup(args->fildes, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup) { return exit_dup(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return enter_dup(args->oldfd, args->newfd); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return exit_dup(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return enter_dup(args->oldfd, args->newfd); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return exit_dup(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fcntl)
+{
+	/* F_DUPFD 0, F_DUPFD_CLOEXEC 1030 (include/uapi/linux/fcntl.h) */
+	if (args->cmd != 0 && args->cmd != 1030)
+		return 0;
+	return enter_dup(args->fd, -1);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_fcntl) { return exit_dup(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct fdkey k = {.tgid = id >> 32, .fd = args->fd};
+	struct fdval *v = fds.lookup(&k);
+	if (!v)
+		return 0;
+	u64 fid = v->file_id;
+	fds.delete(&k);
+	u32 tgid = id >> 32;
+	u32 *n = nfds.lookup(&tgid);
+	if (n && *n > 0)
+		__sync_fetch_and_add(n, -1);
+	emit_simple(EV_CLOSE, args->fd, fid, 0, 0);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- processes */
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	/* runs in the parent; child_pid is the new task (a new thread group unless CLONE_THREAD) */
+	u32 parent = bpf_get_current_pid_tgid() >> 32;
+	u32 child = args->child_pid;
+	if (FOLLOW && traced.lookup(&parent)) {
+		u8 one = 1;
+		traced.update(&child, &one);
+	}
+	u32 *n = nfds.lookup(&parent);
+	if (!n || *n == 0)
+		return 0;
+	/* the child inherits the parent's count; no per-path scalar in the loop, so the
+	 * verifier's states stay mergeable */
+	u32 count = *n;
+	nfds.update(&child, &count);
+#pragma clang loop unroll(disable)
+	for (int fd = 0; fd < MAX_FORK_FDS; fd++) {
+		struct fdkey pk = {.tgid = parent, .fd = fd};
+		struct fdval *v = fds.lookup(&pk);
+		if (!v)
+			continue;
+		struct fdkey ck = {.tgid = child, .fd = fd};
+		struct fdval cv = {.file_id = v->file_id};
+		fds.update(&ck, &cv);
+	}
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if ((u32)id != tgid)
+		return 0;   /* a thread, not the whole process */
+	if (nfds.lookup(&tgid)) {
+		nfds.delete(&tgid);
+		emit_simple(EV_EXIT, -1, 0, 0, 0);   /* user space drops the process's fds */
+	}
+	if (FOLLOW)
+		traced.delete(&tgid);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- unmediated access */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_ioperm)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!wanted(id >> 32) || !args->turn_on)
+		return 0;
+	/* only grants that reach the configuration ports 0xCF8-0xCFF */
+	if (args->from > 0xCFF || args->from + args->num <= 0xCF8)
+		return 0;
+	u32 tid = (u32)id;
+	struct inflight a = {};
+	a.kind = K_IOPERM;
+	a.aux = UM_IOPERM;
+	a.off = args->from;
+	a.count = args->num;
+	calls.update(&tid, &a);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_iopl)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!wanted(id >> 32) || args->level < 3)
+		return 0;
+	u32 tid = (u32)id;
+	struct inflight a = {};
+	a.kind = K_IOPL;
+	a.aux = UM_IOPL;
+	a.count = args->level;
+	calls.update(&tid, &a);
+	return 0;
+}
+
+static __always_inline int exit_grant(long ret)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct inflight *ap = calls.lookup(&tid);
+	if (!ap || (ap->kind != K_IOPERM && ap->kind != K_IOPL))
+		return 0;
+	struct inflight a = *ap;
+	calls.delete(&tid);
+	if (ret != 0)
+		return 0;
+	struct cfgaudit_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_event));
+	if (!e) {
+		count_lost();
+		return 0;
+	}
+	fill(e, EV_UNMEDIATED, -1, 0);
+	e->aux = a.aux;
+	e->offset = a.off;
+	e->size = a.count;
+	events.ringbuf_submit(e, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_ioperm) { return exit_grant(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_iopl) { return exit_grant(args->ret); }
