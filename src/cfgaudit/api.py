@@ -503,11 +503,12 @@ class LiveRun:
             if self.writer:
                 self.writer.write(n.to_record())
             emit(f"{'':>10} {n.pid:>7} {n.comm[:15]:<15} UNMEDIATED {n.what}"[:100])
-        if not events:
-            return
         if self.writer:
             for e in events:
                 self.writer.write(e)
+            self.writer.flush()  # each batch reaches the file: a crash loses at most one poll interval
+        if not events:
+            return
         f = self.analyzer.feed(events_table(events))
         if self.cfg.verbose:
             from .report.live import value_text
@@ -526,10 +527,12 @@ class LiveRun:
     def finish(self) -> Report:
         lost = self.session.lost
         dropped = getattr(self.session, "dropped_other", 0)
+        unresolved = getattr(self.session, "unresolved", 0)
         self.session.close()
         counts = dict(self.analyzer.counts, lost=lost, skipped=0)
         if self.writer:
-            self.writer.close({"lost": lost, "unmediated": len(self.notices), "dropped_other_files": dropped})
+            self.writer.close({"lost": lost, "unmediated": len(self.notices), "dropped_other_files": dropped,
+                               "unresolved_opens": unresolved})
             if self.partial:
                 src = TraceReaderFor(self.partial)
                 out = TraceWriter(self.output, src.header)
@@ -545,6 +548,7 @@ class LiveRun:
         rep = Report(findings, _regions_frame(self.registry), _write_hist(self.analyzer),
                      summarize(findings, counts), meta)
         rep.summary["unmediated"] = [n.to_record() for n in self.notices]
+        rep.summary["unresolved_opens"] = unresolved
         return rep
 
 
@@ -567,6 +571,9 @@ def summary_lines(rep: Report) -> list[str]:
            f"{s.get('managed_writes', 0)} managed; the kernel would taint on {s.get('kernel_taints', 0)}"]
     if s.get("unmediated"):
         out.append(f"{len(s['unmediated'])} grant(s) of unmediated access (ioperm/iopl, /dev/mem, /dev/port)")
+    if s.get("unresolved_opens"):
+        out.append(f"{s['unresolved_opens']} relative open(s) of a possible config file closed before cfgaudit "
+                   "could resolve them: their writes are not reported")
     if s.get("lost"):
         out.append(f"Possibly lost {s['lost']} events (ring buffer full): raise --buffer-pages")
     else:

@@ -199,8 +199,9 @@ class SyscallSession:
     name = "syscalls"
 
     def __init__(self, opts: LiveOptions) -> None:
-        if opts.buffer_pages < 1 or opts.buffer_pages & (opts.buffer_pages - 1):
-            raise BackendError(f"--buffer-pages must be a power of two, not {opts.buffer_pages}")
+        if opts.buffer_pages < 2 or opts.buffer_pages & (opts.buffer_pages - 1):
+            # one page is refused in practice (even the first records are lost): seen on 6.18
+            raise BackendError(f"--buffer-pages must be a power of two, at least 2, not {opts.buffer_pages}")
         why = detect_syscalls()
         if why:
             raise BackendError(f"syscall backend: {why}")
@@ -210,6 +211,7 @@ class SyscallSession:
         self._files: dict[int, _File] = {}
         self.notices: list[Notice] = []
         self.dropped_other = 0  # writes on files that turned out not to be config files
+        self.unresolved = 0  # opens of possible config files closed (and moved away from) too fast to resolve
         self.sysfs_real = os.path.realpath(opts.sysfs_path)
         cflags = [f"-I{BPF_DIR}", f'-DSYSFS_PATH="{os.path.realpath(opts.sysfs_path)}"',
                   f'-DPROCFS_PATH="{os.path.realpath(opts.procfs_path)}"', f"-DTARGET_PID={int(opts.pid)}",
@@ -221,7 +223,7 @@ class SyscallSession:
         except Exception as err:  # bcc raises bare Exception on compile errors
             raise BackendError(f"syscall backend: BPF program failed to load: {err}") from err
         self._cb = self._on_record  # keep a reference for ctypes
-        self.bpf["events"].open_ring_buffer(self._cb)
+        self.bpf[b"events"].open_ring_buffer(self._cb)
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> "SyscallSession":
@@ -237,7 +239,7 @@ class SyscallSession:
 
     def follow_pid(self, pid: int) -> None:
         """Start tracing ``pid`` (and, with FOLLOW, its descendants)."""
-        t = self.bpf["traced"]
+        t = self.bpf[b"traced"]
         t[t.Key(pid)] = t.Leaf(1)
 
     # -- records -----------------------------------------------------------------------
@@ -248,7 +250,7 @@ class SyscallSession:
     @property
     def lost(self) -> int:
         """Records the kernel could not put in the ring buffer (exact, summed over CPUs)."""
-        return int(sum(self.bpf["lost"][0]))
+        return int(sum(self.bpf[b"lost"][0]))
 
     def poll(self, timeout_ms: int = 100) -> tuple[list[ConfigAccess], list[Notice]]:
         self.bpf.ring_buffer_poll(timeout_ms)
@@ -318,16 +320,18 @@ class SyscallSession:
             except OSError:
                 real = os.path.realpath(path) if os.path.isabs(path) else None
         hit = resolve_config_path(real, self.opts.sysfs_path, self.opts.procfs_path) if real else None
+        if hit is None and (real is None or not os.path.exists(real)) and not os.path.isabs(path):
+            self.unresolved += 1
         self._files[rec["file_id"]] = _File(hit[0] if hit else None, hit[1] if hit else None, real or path)
         if hit is None:  # not a config file: stop following it in the kernel
-            fds = self.bpf["fds"]
+            fds = self.bpf[b"fds"]
             try:
                 del fds[fds.Key(pid, fd)]
             except KeyError:
                 pass
 
     def _forget_process(self, pid: int) -> None:
-        fds = self.bpf["fds"]
+        fds = self.bpf[b"fds"]
         for k in [k for k in fds.keys() if k.tgid == pid]:
             try:
                 del fds[k]

@@ -1,0 +1,157 @@
+"""Every way of writing a config file is captured exactly once, with the right bytes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from cfgaudit.probes.live import LiveOptions, SyscallSession
+from conftest import BDF
+
+
+@pytest.fixture(scope="module")
+def session(fake_tree):
+    s = SyscallSession(LiveOptions(sysfs_path=fake_tree["sysfs"], procfs_path=fake_tree["procfs"], reads=True))
+    yield s
+    s.close()
+
+
+def collect(session, pid: int | None = None, settle_s: float = 0.3) -> list:
+    time.sleep(settle_s)
+    out = []
+    for _ in range(5):
+        ev, _ = session.poll(50)
+        out += ev
+    ev, _ = session.drain()
+    out += ev
+    return [e for e in out if pid is None or e.pid == pid]
+
+
+def W(events):
+    return [(e.op, e.bdf, e.offset, e.size, e.data, e.via, e.ret) for e in events if e.op == "write"]
+
+
+def test_setpci_writes(session, fake_tree) -> None:
+    collect(session)
+    subprocess.run(["setpci", "-A", "linux-sysfs", "-O", f"sysfs.path={fake_tree['sysfs']}", "-s", "0d:00.0",
+                    "0x198.L=0x80000000", "0x3c.B=0x0b", "0x04.W=0x0106"], check=True)
+    ev = [e for e in collect(session) if e.comm == "setpci"]
+    assert W(ev) == [("write", BDF, 0x198, 4, "00000080", "sysfs", 4), ("write", BDF, 0x3C, 1, "0b", "sysfs", 1),
+                     ("write", BDF, 0x04, 2, "0601", "sysfs", 2)]
+    assert all(e.uid == 0 and e.tid for e in ev)
+    with open(fake_tree["config"], "rb") as fh:  # setpci really wrote the fake file
+        raw = fh.read()
+    assert raw[0x198:0x19C] == bytes.fromhex("00000080") and raw[0x3C] == 0x0B
+
+
+def test_python_write_paths(session, fake_tree) -> None:
+    collect(session)
+    me = os.getpid()
+    fd = os.open(fake_tree["config"], os.O_RDWR)
+    os.pwrite(fd, b"\x11\x22\x33\x44", 0x1A0)                 # pwrite64
+    os.lseek(fd, 0x3C, os.SEEK_SET)
+    os.write(fd, b"\x0c")                                      # lseek + write
+    os.write(fd, b"\x01")                                      # write continues at 0x3d
+    os.pwritev(fd, [b"\x01\x02", b"\x03\x04"], 0x1A4)          # pwritev, data from both iovecs
+    fd2 = os.dup(fd)
+    os.pwrite(fd2, b"\xaa\xbb", 0x40)                          # through a dup'ed fd
+    fd3 = __import__("fcntl").fcntl(fd, __import__("fcntl").F_DUPFD_CLOEXEC, 100)
+    os.pwrite(fd3, b"\x55", 0x41)                               # fcntl(F_DUPFD_CLOEXEC)
+    os.close(fd2)
+    os.close(fd3)
+    child = os.fork()
+    if child == 0:
+        os.pwrite(fd, b"\xc0\xc1\xc2\xc3", 0x198)               # from a forked child, inherited fd
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(fd)
+    os.pwrite(os.open(os.devnull, os.O_WRONLY), b"x", 0) if False else None
+    ev = collect(session)
+    mine = [e for e in ev if e.pid == me and e.op == "write"]
+    assert W(mine) == [
+        ("write", BDF, 0x1A0, 4, "11223344", "sysfs", 4),
+        ("write", BDF, 0x3C, 1, "0c", "sysfs", 1),
+        ("write", BDF, 0x3D, 1, "01", "sysfs", 1),
+        ("write", BDF, 0x1A4, 4, "01020304", "sysfs", 4),
+        ("write", BDF, 0x40, 2, "aabb", "sysfs", 2),
+        ("write", BDF, 0x41, 1, "55", "sysfs", 1),
+    ]
+    kid = [e for e in ev if e.pid == child]
+    assert W(kid) == [("write", BDF, 0x198, 4, "c0c1c2c3", "sysfs", 4)]
+
+
+def test_relative_path_and_symlinks(session, fake_tree, tmp_path) -> None:
+    collect(session)
+    link = tmp_path / "cxl-dev"
+    link.symlink_to(os.path.dirname(fake_tree["config"]))
+    cfg_link = tmp_path / "my-config"
+    cfg_link.symlink_to(fake_tree["config"])
+    cwd = os.getcwd()
+    rel = []
+    try:
+        os.chdir(os.path.dirname(fake_tree["config"]))
+        fd = os.open("config", os.O_RDWR)                      # relative path, resolved from /proc/PID/fd
+        os.pwrite(fd, b"\x01", 0x50)
+        rel += collect(session)
+        os.close(fd)
+        fd = os.open("./config", os.O_RDWR)                    # closed at once: resolved from /proc/PID/cwd
+        os.pwrite(fd, b"\x05", 0x54)
+        os.close(fd)
+        rel += collect(session)
+    finally:
+        os.chdir(cwd)
+    assert [(e.offset, e.data) for e in rel if e.pid == os.getpid() and e.op == "write"] == [(0x50, "01"), (0x54, "05")]
+    fd = os.open(str(link / "config"), os.O_RDWR)             # through a symlinked directory
+    os.pwrite(fd, b"\x02", 0x51)
+    os.close(fd)
+    fd = os.open(fake_tree["root"] + "/sys/devices/../devices/" + BDF + "/config", os.O_RDWR)  # non-canonical
+    os.pwrite(fd, b"\x03", 0x52)
+    os.close(fd)
+    fd = os.open(str(cfg_link), os.O_RDWR)                     # a symlink to the file itself, named otherwise
+    os.pwrite(fd, b"\x04", 0x53)
+    os.close(fd)
+    got = [(e.offset, e.data) for e in collect(session) if e.pid == os.getpid() and e.op == "write"]
+    assert got[:2] == [(0x51, "02"), (0x52, "03")]
+    # A config file reached through a symlink of another name is not seen: documented limit.
+    assert (0x53, "04") not in got
+
+
+def test_procfs_form(session, fake_tree) -> None:
+    collect(session)
+    fd = os.open(fake_tree["proc_file"], os.O_RDWR)
+    os.pwrite(fd, b"\x00\x00\x00\x80", 0x198)
+    os.close(fd)
+    ev = [e for e in collect(session) if e.pid == os.getpid() and e.op == "write"]
+    assert W(ev) == [("write", BDF, 0x198, 4, "00000080", "procfs", 4)]
+
+
+def test_unrelated_files_are_not_reported(session, tmp_path) -> None:
+    collect(session)
+    p = tmp_path / "config"          # named like a config file but not in a PCI tree
+    p.write_bytes(b"\0" * 64)
+    fd = os.open(str(p), os.O_RDWR)
+    os.pwrite(fd, b"\x01", 3)
+    os.close(fd)
+    with open(tmp_path / "x.bin", "wb") as fh:
+        fh.write(b"hello")
+    assert [e for e in collect(session) if e.pid == os.getpid()] == []
+
+
+def test_real_sysfs_reads(tmp_path) -> None:
+    """Reads of this machine's real config files (reads only) with --reads."""
+    s = SyscallSession(LiveOptions(reads=True))
+    try:
+        time.sleep(0.1)
+        want = {}
+        for name in sorted(os.listdir("/sys/bus/pci/devices")):
+            with open(f"/sys/bus/pci/devices/{name}/config", "rb") as fh:
+                want[name] = fh.read(64)
+        ev = [e for e in collect(s) if e.pid == os.getpid() and e.op == "read"]
+    finally:
+        s.close()
+    got = {e.bdf: bytes.fromhex(e.data) for e in ev if e.offset == 0}
+    assert set(got) == set(want)
+    assert all(got[b] == want[b] for b in want)
+    assert all(e.via == "sysfs" for e in ev)
