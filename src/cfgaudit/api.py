@@ -492,11 +492,12 @@ class LiveRun:
         self.notices: list = []
         self.t0: int | None = None
 
-    def on_batch(self, events: list, notices: list, emit) -> None:
-        from .report.live import live_lines
+    def on_batch(self, events: _pa.Table, notices: list, emit) -> None:
+        """One batch from the session: record it, analyse it, print findings (all with -v)."""
+        from .report.live import live_lines, value_text
 
         if self.t0 is None:
-            first = [e.ts_ns for e in events] + [n.ts_ns for n in notices]
+            first = ([int(_pc_min(events))] if events.num_rows else []) + [n.ts_ns for n in notices]
             self.t0 = min(first) if first else None
         for n in notices:
             self.notices.append(n)
@@ -504,21 +505,20 @@ class LiveRun:
                 self.writer.write(n.to_record())
             emit(f"{'':>10} {n.pid:>7} {n.comm[:15]:<15} UNMEDIATED {n.what}"[:100])
         if self.writer:
-            for e in events:
-                self.writer.write(e)
+            if events.num_rows:
+                self.writer.write_table(events)
             self.writer.flush()  # each batch reaches the file: a crash loses at most one poll interval
-        if not events:
+        if not events.num_rows:
             return
-        f = self.analyzer.feed(events_table(events))
+        base = self.analyzer.counts["events"]
+        f = self.analyzer.feed(events)
         if self.cfg.verbose:
-            from .report.live import value_text
             hit = set(f["event_index"].tolist()) if not f.empty else set()
-            base = self.analyzer.counts["events"] - len(events)
-            for i, e in enumerate(events):
+            for i, e in enumerate(events.to_pylist()):
                 if base + i not in hit:
-                    emit(f"{(e.ts_ns - (self.t0 or e.ts_ns)) / 1e9:<10.6f} {e.pid:>7} {e.comm[:15]:<15} "
-                         f"{e.bdf[5:]:<12} {e.offset:>#5x} {e.size:>2} {value_text(e.data, e.size):<8} "
-                         f"{'-':<12} {e.op}")
+                    emit(f"{(e['ts_ns'] - (self.t0 or e['ts_ns'])) / 1e9:<10.6f} {e['pid']:>7} {e['comm'][:15]:<15} "
+                         f"{e['bdf'][5:]:<12} {e['offset']:>#5x} {e['size']:>2} {value_text(e['data'], e['size']):<8} "
+                         f"{'-':<12} {e['op']}")
         if not f.empty:
             self.parts.append(f)
             for line in live_lines(f, self.t0 or 0):
@@ -550,6 +550,12 @@ class LiveRun:
         rep.summary["unmediated"] = [n.to_record() for n in self.notices]
         rep.summary["unresolved_opens"] = unresolved
         return rep
+
+
+def _pc_min(t: _pa.Table) -> int:
+    import pyarrow.compute as pc
+
+    return pc.min(t.column("ts_ns")).as_py()
 
 
 def TraceReaderFor(path: str):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cfgaudit.probes.live import LiveOptions, SyscallSession
+from cfgaudit.probes.live import LiveOptions, SyscallSession, table_events
 from conftest import BDF
 
 
@@ -22,10 +22,8 @@ def collect(session, pid: int | None = None, settle_s: float = 0.3) -> list:
     time.sleep(settle_s)
     out = []
     for _ in range(5):
-        ev, _ = session.poll(50)
-        out += ev
-    ev, _ = session.drain()
-    out += ev
+        out += session.poll_events(50)
+    out += table_events(session.drain()[0])
     return [e for e in out if pid is None or e.pid == pid]
 
 

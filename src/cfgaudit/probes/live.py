@@ -19,10 +19,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ..errors import BackendError
-from ..events import (DATA_MAX, RECORD_FIELDS, RECORD_TYPES, UNMEDIATED_KINDS, ConfigAccess, record_size)
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["import_bcc", "detect_syscalls", "SyscallSession", "LiveOptions", "BPF_DIR", "record_struct",
+from ..errors import BackendError
+from ..events import (DATA_MAX, FIELDS, RECORD_FIELDS, RECORD_TYPES, UNMEDIATED_KINDS, ConfigAccess, arrow_schema,
+                      record_size)
+
+__all__ = ["import_bcc", "detect_syscalls", "SyscallSession", "LiveOptions", "BPF_DIR", "record_struct", "record_dtype", "table_events", "run_session",
            "decode_record", "resolve_config_path", "Notice"]
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
@@ -46,6 +51,27 @@ def record_struct() -> struct.Struct:
 
 _REC = record_struct()
 _NAMES = [f[0] for f in RECORD_FIELDS]
+_NP = {"__u64": "<u8", "__s64": "<i8", "__u32": "<u4", "__s32": "<i4", "__u16": "<u2", "__u8": "u1", "char": "S1"}
+
+
+def record_dtype() -> "np.dtype":
+    """A numpy structured dtype for a run of records (vectorised decoding)."""
+    fields = []
+    for name, ctype, n, _ in RECORD_FIELDS:
+        if ctype == "char":
+            fields.append((name, f"S{n}"))
+        elif n:
+            fields.append((name, _NP[ctype], (n,)))
+        else:
+            fields.append((name, _NP[ctype]))
+    dt = np.dtype(fields)
+    assert dt.itemsize == record_size()
+    return dt
+
+
+_TYPE_OFF = sum({"__u64": 8, "__s64": 8, "__u32": 4, "__s32": 4, "__u16": 2, "__u8": 1, "char": 1}[t] * (n or 1)
+                for name, t, n, _ in RECORD_FIELDS[: _NAMES.index("type")])
+_RW = (RECORD_TYPES["EV_WRITE"], RECORD_TYPES["EV_READ"])
 
 
 def decode_record(raw: bytes) -> dict[str, Any]:
@@ -56,6 +82,23 @@ def decode_record(raw: bytes) -> dict[str, Any]:
     if len(raw) > _REC.size:
         vals["path"] = raw[_REC.size:].split(b"\0", 1)[0].decode("utf-8", "replace")
     return vals
+
+
+_DT = record_dtype()
+_HEX = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), dtype=np.uint8).reshape(256, 2)
+_EMPTY = arrow_schema().empty_table()
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return _EMPTY
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def table_events(t: pa.Table) -> list[ConfigAccess]:
+    names = [f.name for f in FIELDS]
+    return [ConfigAccess(**{k: row.get(k) for k in names}) for row in t.to_pylist()]
 
 
 # --------------------------------------------------------------------------------------
@@ -208,6 +251,7 @@ class SyscallSession:
         self.opts = opts
         self.bcc = import_bcc()
         self._raw: list[bytes] = []
+        self._big: list[int] = []  # positions in _raw of records longer than the fixed record
         self._files: dict[int, _File] = {}
         self.notices: list[Notice] = []
         self.dropped_other = 0  # writes on files that turned out not to be config files
@@ -244,6 +288,8 @@ class SyscallSession:
 
     # -- records -----------------------------------------------------------------------
     def _on_record(self, ctx: Any, data: Any, size: int) -> int:
+        if size != _REC.size:  # an OPEN record (with its path): a boundary for the vector decoder
+            self._big.append(len(self._raw))
         self._raw.append(ctypes.string_at(data, size))
         return 0
 
@@ -252,45 +298,105 @@ class SyscallSession:
         """Records the kernel could not put in the ring buffer (exact, summed over CPUs)."""
         return int(sum(self.bpf[b"lost"][0]))
 
-    def poll(self, timeout_ms: int = 100) -> tuple[list[ConfigAccess], list[Notice]]:
+    def poll(self, timeout_ms: int = 100) -> tuple[pa.Table, list[Notice]]:
+        """Wait up to ``timeout_ms`` for records; return the config accesses that arrived (an
+        Arrow table in the event schema) and any notices of unmediated access."""
         self.bpf.ring_buffer_poll(timeout_ms)
-        raw, self._raw = self._raw, []
-        events: list[ConfigAccess] = []
-        notices: list[Notice] = []
-        for r in raw:
-            self._handle(r, events, notices)
-        self.notices += notices
-        return events, notices
+        return self._process()
 
-    def drain(self) -> tuple[list[ConfigAccess], list[Notice]]:
+    def drain(self) -> tuple[pa.Table, list[Notice]]:
         """Everything still in the buffer."""
-        out_e: list[ConfigAccess] = []
-        out_n: list[Notice] = []
+        tables: list[pa.Table] = []
+        notices: list[Notice] = []
         while True:
             self.bpf.ring_buffer_consume()
             if not self._raw:
-                return out_e, out_n
-            e, n = self.poll(0)
-            out_e += e
-            out_n += n
+                break
+            t, n = self._process()
+            tables.append(t)
+            notices += n
+        return _concat(tables), notices
 
-    def _handle(self, raw: bytes, events: list[ConfigAccess], notices: list[Notice]) -> None:
+    def poll_events(self, timeout_ms: int = 100) -> list[ConfigAccess]:
+        """:meth:`poll` as ConfigAccess objects (slower; for tests and small scripts)."""
+        return table_events(self.poll(timeout_ms)[0])
+
+    def _process(self) -> tuple[pa.Table, list[Notice]]:
+        """Decode what arrived, in order: runs of fixed-size records go through numpy at once;
+        the long (OPEN) records between them are handled one by one."""
+        raw, self._raw = self._raw, []
+        big, self._big = self._big, []
+        tables: list[pa.Table] = []
+        notices: list[Notice] = []
+        start = 0
+        for pos in big + [len(raw)]:
+            if pos > start:
+                tables.append(self._decode_run(raw[start:pos], notices))
+            if pos < len(raw):
+                self._handle(raw[pos], notices)
+            start = pos + 1
+        self.notices += notices
+        return _concat(tables), notices
+
+    def _decode_run(self, run: list[bytes], notices: list[Notice]) -> pa.Table:
+        """A run of fixed-size records -> event table, vectorised; the rare other fixed-size
+        records in it (close, dup, exit, ioperm/iopl) are handled one by one."""
+        arr = np.frombuffer(b"".join(run), dtype=_DT)
+        rw = np.isin(arr["type"], _RW)
+        if not rw.all():
+            for i in np.flatnonzero(~rw):
+                self._handle(run[i], notices)
+            arr = arr[rw]
+        fid = arr["file_id"]
+        uniq, inv = np.unique(fid, return_inverse=True)
+        files = [self._files.get(int(u)) for u in uniq]
+        known = np.array([f is not None and f.bdf is not None for f in files], dtype=bool)
+        keep = known[inv]
+        if self.opts.comm:
+            keep &= arr["comm"] == self.opts.comm.encode()[:15]
+        if self.opts.bdfs:
+            keep &= np.array([f is not None and f.bdf in self.opts.bdfs for f in files], dtype=bool)[inv]
+        self.dropped_other += int((~known[inv]).sum())
+        arr, inv = arr[keep], inv[keep]
+        n = len(arr)
+        if n == 0:
+            return _EMPTY
+        bdfs = pa.array([f.bdf if f and f.bdf else "" for f in files], type=pa.string())
+        vias = pa.array([f.via if f and f.via else "unknown" for f in files], type=pa.string())
+        idx = pa.array(inv.astype(np.int32))
+        cu, cinv = np.unique(arr["comm"], return_inverse=True)
+        comm = pa.DictionaryArray.from_arrays(pa.array(cinv.astype(np.int32)),
+                                              pa.array([c.decode("utf-8", "replace") for c in cu]))
+        op = pa.DictionaryArray.from_arrays(pa.array((arr["type"] != RECORD_TYPES["EV_WRITE"]).astype(np.int32)),
+                                            pa.array(["write", "read"]))
+        lens = 2 * np.minimum(arr["data_len"].astype(np.int64), DATA_MAX)
+        width = int(lens.max()) // 2
+        chars = _HEX[arr["data"][:, :width]].reshape(n, 2 * width)
+        buf = chars[np.arange(2 * width)[None, :] < lens[:, None]]
+        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int32)
+        data = pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(buf.tobytes()))
+        data = pc.if_else(pa.array(lens > 0), data, pa.scalar(None, pa.string()))
+        cols = {
+            "ts_ns": pa.array(arr["ts_ns"].astype(np.int64)),
+            "pid": pa.array(arr["pid"].astype(np.int64)),
+            "comm": comm.cast(pa.string()),
+            "op": op.cast(pa.string()),
+            "bdf": bdfs.take(idx),
+            "offset": pa.array(np.maximum(arr["offset"], 0).astype(np.int64)),
+            "size": pa.array(arr["size"].astype(np.int64)),
+            "tid": pa.array(arr["tid"].astype(np.int64)),
+            "uid": pa.array(arr["uid"].astype(np.int64)),
+            "data": data,
+            "via": vias.take(idx),
+            "ret": pa.array(arr["ret"].astype(np.int64)),
+            "kernel_verdict": pa.nulls(n, pa.bool_()),
+        }
+        return pa.table(cols, schema=arrow_schema())
+
+    def _handle(self, raw: bytes, notices: list[Notice]) -> None:
         rec = decode_record(raw)
         t = rec["type"]
-        if t in (EV["EV_WRITE"], EV["EV_READ"]):
-            f = self._files.get(rec["file_id"])
-            if f is None or f.bdf is None:
-                self.dropped_other += 1
-                return
-            if self.opts.comm and rec["comm"] != self.opts.comm:
-                return
-            if self.opts.bdfs and f.bdf not in self.opts.bdfs:
-                return
-            events.append(ConfigAccess(
-                ts_ns=rec["ts_ns"], pid=rec["pid"], comm=rec["comm"], op="write" if t == EV["EV_WRITE"] else "read",
-                bdf=f.bdf, offset=max(rec["offset"], 0), size=rec["size"], tid=rec["tid"], uid=rec["uid"],
-                data=rec["data"].hex() if rec["data"] else None, via=f.via, ret=rec["ret"]))
-        elif t == EV["EV_OPEN"]:
+        if t == EV["EV_OPEN"]:
             self._on_open(rec)
         elif t == EV["EV_UNMEDIATED"]:
             kind = UM_NAMES.get(rec["aux"], "?")
@@ -339,22 +445,13 @@ class SyscallSession:
                 pass
 
 
-def run_session(session: SyscallSession, on_batch: Callable[[list[ConfigAccess], list[Notice]], None],
+def run_session(session: SyscallSession, on_batch: Callable[[pa.Table, list[Notice]], None],
                 stop: Callable[[], bool], poll_ms: int = 100) -> None:
     """Poll until ``stop()`` says so, then drain; every batch goes to ``on_batch``."""
     while not stop():
-        ev, no = session.poll(poll_ms)
-        if ev or no:
-            on_batch(ev, no)
-    ev, no = session.drain()
-    if ev or no:
-        on_batch(ev, no)
-
-
-def iter_session(session: SyscallSession, duration_s: float | None = None) -> Iterator[ConfigAccess]:
-    """Events for ``duration_s`` seconds (tests and simple scripts)."""
-    end = None if duration_s is None else time.monotonic() + duration_s
-    while end is None or time.monotonic() < end:
-        ev, _ = session.poll(50)
-        yield from ev
-    yield from session.drain()[0]
+        t, no = session.poll(poll_ms)
+        if t.num_rows or no:
+            on_batch(t, no)
+    t, no = session.drain()
+    if t.num_rows or no:
+        on_batch(t, no)
