@@ -161,7 +161,7 @@ def main() -> None:
         t.write(d)
         if "--expected" in sys.argv:
             for fmt, fname in EXPECTED.items():
-                p = subprocess.run([sys.executable, "-m", "cfgaudit.cli", "analyze", os.path.join(d, "trace.jsonl"),
+                p = subprocess.run([sys.executable, "-m", "cfgaudit.cli", "analyze", f"sample-traces/{name}/trace.jsonl",
                                     "--format", fmt], capture_output=True, text=True, cwd=ROOT,
                                    env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
                 if p.returncode not in (0, 1):

@@ -14,7 +14,7 @@ from cfgaudit.analyze import Analyzer
 from cfgaudit.events import FIELDS
 from cfgaudit.regions import build_registry, load_claims, load_devices
 from cfgaudit.verdict import checked_paths
-from conftest import CXL_BDF, QEMU_CXL, QEMU_RP
+from common import CXL_BDF, QEMU_CXL, QEMU_RP
 
 RP_BDF = "0000:0c:00.0"
 

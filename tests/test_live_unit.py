@@ -10,7 +10,7 @@ from cfgaudit import probes
 from cfgaudit.errors import BackendError
 from cfgaudit.events import RECORD_FIELDS, RECORD_TYPES, c_header, record_size
 from cfgaudit.probes import live
-from conftest import run_cli
+from common import run_cli
 
 HEADER = os.path.join(os.path.dirname(__file__), "..", "src", "cfgaudit", "bpf", "cfgaudit_event.h")
 

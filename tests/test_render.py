@@ -175,13 +175,13 @@ def test_table_layout(report: Report) -> None:
     head = next(i for i, l in enumerate(lines) if l.split()[:2] == ["TIME", "PID"])
     assert lines[head].split() == ["TIME", "PID", "COMM", "BDF", "OFF", "SZ", "VALUE", "KIND", "OWNER", "KERNEL"]
     first = lines[head + 1].split()
-    assert first[:8] == ["0.000000", "4242", NASTY_COMM, CXL, "0x198", "4", "01000000", "exclusive"]
+    assert first[:8] == ["0.000000", "4242", NASTY_COMM, CXL, "0x198", "4", "00000001", "exclusive"]  # the value, as setpci shows it
     assert first[-1] == "taint+log"
     # DOE sense and the kernel's message on indented continuation lines
     assert lines[head + 2].startswith("    doe: DOE Control: Abort")
     assert lines[head + 3].startswith("    kernel: pci 0000:0d:00.0: Unexpected")
     managed = next(l for l in lines if "0x50" in l).split()
-    assert managed[0] == "0.000123" and managed[6] == "4000" and managed[-1] == "-"
+    assert managed[0] == "0.000123" and managed[6] == "0040" and managed[-1] == "-"
     allowed = next(l for l in lines if " 0x4 " in l).split()
     assert allowed[6] == "-"  # no data
     assert any(l.strip() == "allowed by user:0x4+2 vfio-passthrough" for l in lines)

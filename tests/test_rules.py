@@ -6,7 +6,7 @@ import pytest
 from cfgaudit.regions import build_registry, load_devices, parse_kernel
 from cfgaudit.regions.kernel import KernelRange
 from cfgaudit.regions.rules import RULES
-from conftest import CXL_BDF, QEMU_CXL, QEMU_RP
+from common import CXL_BDF, QEMU_CXL, QEMU_RP
 from helpers import devset, make_device
 
 

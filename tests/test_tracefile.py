@@ -13,7 +13,7 @@ from cfgaudit.errors import InputError
 from cfgaudit.events import ConfigAccess
 from cfgaudit.probes.replay import ReplaySource
 from cfgaudit.probes.tracefile import TraceReader, TraceWriter, make_header
-from conftest import CXL_BDF, QEMU_CXL, run_cli
+from common import CXL_BDF, QEMU_CXL, run_cli
 
 EV = dict(ts_ns=1, pid=7, comm="setpci", op="write", bdf=CXL_BDF, offset=0x198, size=4, data="00000000", via="sysfs", ret=4)
 

@@ -358,6 +358,7 @@ def failing(findings: _pd.DataFrame, level: str) -> int:
 
 
 REPORT_FORMATS = ("table", "json", "csv", "markdown", "html", "github", "sarif", "junit")
+from .report.live import LIVE_HEADER  # noqa: E402  (the live commands' column header)
 
 
 def render_report(report: Report, fmt: str) -> str:

@@ -367,8 +367,6 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
       sudo cfgaudit trace -o cxl.jsonl --bdf 0d:00.0 -d 60
       sudo cfgaudit trace -n setpci -v --kernel 6.2.0   # what a 6.2 kernel would have said
     """
-    from .report.live import LIVE_HEADER
-
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages, verbose, pid, duration)
     run = api.LiveRun(cfg)
@@ -376,7 +374,7 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
     stop = _Stop(duration)
     try:
         click.echo("Tracing config-space writes ... Ctrl-C to end.")
-        click.echo(LIVE_HEADER)
+        click.echo(api.LIVE_HEADER)
         api.run_live(run, lambda line: click.echo(line), stop)
     finally:
         stop.restore()
@@ -403,15 +401,13 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
       sudo cfgaudit run -- ./run-tool-tests.sh
       sudo cfgaudit run --fail-on managed -o run.jsonl -- setpci -s 0d:00.0 CAP_EXP+10.w=0:3
     """
-    from .report.live import LIVE_HEADER
-
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages, verbose)
     live = api.LiveRun(cfg, follow=True)
     _warn(live.warnings)
     stop = _Stop()
     try:
-        click.echo(LIVE_HEADER, err=True)
+        click.echo(api.LIVE_HEADER, err=True)
         code = api.run_command(live, list(cmd), lambda line: click.echo(line, err=True), stop)
     finally:
         stop.restore()

@@ -8,14 +8,14 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cfgaudit.probes.live import detect_syscalls  # noqa: E402
 from cfgaudit.regions import load_lspci_dump  # noqa: E402
 from helpers import make_fake_sysfs  # noqa: E402
 
-DUMPS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "dumps")
-CXL = os.path.join(DUMPS, "qemu-6.1", "lspci-xxxx_0000_0d_00.0.txt")
-BDF = "0000:0d:00.0"
+from livecommon import BDF, CXL  # noqa: E402,F401
+
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cfgaudit.probes.live import LiveOptions, SyscallSession, table_events
-from conftest import BDF
+from livecommon import BDF
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cfgaudit.probes.live import LiveOptions, SyscallSession, table_events
-from conftest import BDF
+from livecommon import BDF
 
 EXE = os.path.join(os.path.dirname(sys.executable), "cfgaudit")
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -31,6 +32,7 @@ __all__ = ["TraceReader", "TraceWriter", "TRACE_FORMAT", "TRACE_VERSION", "trace
 TRACE_FORMAT = "cfgaudit-trace"
 TRACE_VERSION = 1
 BLOCK_BYTES = 16 << 20  # JSONL block handed to pyarrow at once
+DICT_COLUMNS = ("comm", "op", "bdf", "via")  # read from Parquet as dictionaries
 META_HEADER = b"cfgaudit.header"
 META_FOOTER = b"cfgaudit.footer"
 
@@ -64,7 +66,7 @@ class TraceReader:
     """
 
     def __init__(self, path: str, skip_bad: bool = False, warn: Warn | None = None, block_bytes: int = BLOCK_BYTES,
-                 batch_rows: int = 1 << 20) -> None:
+                 batch_rows: int = 1 << 18) -> None:
         self.path = path
         self.skip_bad = skip_bad
         self.warn = warn or (lambda m: None)
@@ -100,6 +102,15 @@ class TraceReader:
         missing = [n for n in REQUIRED if n not in names]
         if missing:
             raise InputError(f"Parquet trace lacks column(s) {', '.join(missing)}", path=self.path)
+        # Low-cardinality strings are read as dictionaries (much cheaper to decode and to
+        # check), and turned back into plain strings once checked.
+        sch = self._pf.schema_arrow
+        dict_cols = [n for n in DICT_COLUMNS if n in names and pa.types.is_string(sch.field(n).type)]
+        if dict_cols:
+            try:
+                self._pf = pq.ParquetFile(self.path, read_dictionary=dict_cols)
+            except (OSError, pa.ArrowException) as err:
+                raise InputError(f"not a readable Parquet file: {err}", path=self.path) from err
 
     # -- JSONL ---------------------------------------------------------------------------
     def _open_jsonl(self) -> None:
@@ -146,8 +157,9 @@ class TraceReader:
     def _parquet_tables(self) -> Iterator[pa.Table]:
         try:
             for batch in self._pf.iter_batches(batch_size=self.batch_rows):
-                t = _conform(pa.Table.from_batches([batch]))
+                t = _conform(pa.Table.from_batches([batch]), keep_dict=True)
                 bad = _invalid_mask(t)
+                t = _decode_dicts(t)
                 if bad is not None:
                     first = int(pc.index(bad, True).as_py())
                     if not self.skip_bad:
@@ -251,11 +263,15 @@ def _rows_table(rows: list[dict]) -> pa.Table:
     return pa.table(known)
 
 
-def _conform(t: pa.Table) -> pa.Table:
-    """Add missing optional columns (nulls) and cast known ones to their schema types."""
+def _conform(t: pa.Table, keep_dict: bool = False) -> pa.Table:
+    """Add missing optional columns (nulls) and cast known ones to their schema types
+    (``keep_dict``: leave dictionary-encoded columns of the right value type for later)."""
     for f in arrow_schema():
         if f.name not in t.column_names:
             t = t.append_column(f.name, pa.nulls(t.num_rows, type=f.type))
+        elif keep_dict and pa.types.is_dictionary(t.schema.field(f.name).type) \
+                and t.schema.field(f.name).type.value_type == f.type:
+            continue
         elif t.schema.field(f.name).type != f.type:
             try:
                 t = t.set_column(t.schema.get_field_index(f.name), f.name, t.column(f.name).cast(f.type))
@@ -268,6 +284,43 @@ def _has_header_records(t: pa.Table) -> bool:
     return "record" in t.column_names and t.column("record").null_count < t.num_rows
 
 
+def _decode_dicts(t: pa.Table) -> pa.Table:
+    """Dictionary-encoded known columns back to their schema types."""
+    for i, f in enumerate(t.schema):
+        if pa.types.is_dictionary(f.type):
+            t = t.set_column(i, f.name, t.column(i).cast(f.type.value_type))
+    return t
+
+
+def _per_value(col: pa.ChunkedArray, fn: Callable[[pa.Array], pa.Array]) -> pa.ChunkedArray:
+    """``fn`` on every value; on a dictionary column, on its dictionary only (then taken)."""
+    if not pa.types.is_dictionary(col.type):
+        return fn(col)
+    return pa.chunked_array([fn(c.dictionary).take(c.indices) for c in col.chunks], type=pa.bool_()) \
+        if col.num_chunks else pa.chunked_array([], type=pa.bool_())
+
+
+_HEX_OK = np.zeros(256, dtype=bool)
+_HEX_OK[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = True
+
+
+def _hex_match(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``match_substring_regex(col, "^(?:[0-9a-f]{2})*$")``, with a one-pass check of each
+    chunk's bytes first (the regex only runs on a chunk that fails it)."""
+    out = []
+    for c in col.chunks:
+        if pa.types.is_string(c.type) and c.null_count < len(c):
+            bufs = c.buffers()
+            offs = np.frombuffer(bufs[1], dtype=np.int32, count=len(c) + 1, offset=c.offset * 4)
+            data = np.frombuffer(bufs[2], dtype=np.uint8)[offs[0]:offs[-1]] if bufs[2] is not None else np.zeros(0, np.uint8)
+            if not (np.diff(offs) % 2).any() and _HEX_OK[data].all():
+                ok = np.ones(len(c), dtype=bool)
+                out.append(pa.array(ok, mask=~c.is_valid().to_numpy(zero_copy_only=False)) if c.null_count else pa.array(ok))
+                continue
+        out.append(pc.match_substring_regex(c, r"^(?:[0-9a-f]{2})*$"))
+    return pa.chunked_array(out, type=pa.bool_())
+
+
 def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
     """Rows that break the schema's value rules, or ``None`` when every row is fine."""
     bad = None
@@ -276,12 +329,14 @@ def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
         bad = m if bad is None else pc.or_(bad, m)
     for name in ("ts_ns", "pid", "offset", "size"):
         bad = pc.or_(bad, pc.fill_null(pc.less(t.column(name), 0), False))
-    bad = pc.or_(bad, pc.invert(pc.fill_null(pc.is_in(t.column("op"), value_set=pa.array(OPS)), False)))
+    ops, vias = pa.array(OPS), pa.array(VIAS)
+    bad = pc.or_(bad, pc.invert(pc.fill_null(_per_value(t.column("op"), lambda a: pc.is_in(a, value_set=ops)), False)))
     via = t.column("via")
-    bad = pc.or_(bad, pc.fill_null(pc.invert(pc.is_in(via, value_set=pa.array(VIAS))), False))
-    bad = pc.or_(bad, pc.invert(pc.fill_null(pc.match_substring_regex(t.column("bdf"), r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"), False)))
+    bad = pc.or_(bad, pc.fill_null(pc.invert(_per_value(via, lambda a: pc.is_in(a, value_set=vias))), False))
+    bad = pc.or_(bad, pc.invert(pc.fill_null(_per_value(t.column("bdf"), lambda a: pc.match_substring_regex(
+        a, r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")), False)))
     data = t.column("data")
-    bad = pc.or_(bad, pc.fill_null(pc.invert(pc.match_substring_regex(data, r"^(?:[0-9a-f]{2})*$")), False))
+    bad = pc.or_(bad, pc.fill_null(pc.invert(_hex_match(data)), False))
     if not pc.any(bad).as_py():
         return None
     return bad

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from .frames import FINDING_COLUMNS, SEVERITY, Report, by_device, by_process, by_region, by_time
+from .live import value_text
 from .listing import Column, render_listing
 
 __all__ = ["Renderer", "RENDERERS", "FORMATS", "render", "finding_message", "summary_text"]
@@ -276,7 +277,7 @@ def _display_rows(findings: pd.DataFrame) -> list[dict[str, Any]]:
             "BDF": _text(r["bdf"]),
             "OFF": _hex(r["offset"]),
             "SZ": _text(r["size"]),
-            "VALUE": _text(r["data"]),
+            "VALUE": value_text(r["data"], _int(r["size"])),
             "VIA": _text(r["via"]),
             "KIND": _text(r["kind"]),
             "OWNER": _text(r["owner"]),
