@@ -38,4 +38,11 @@ if [ ! -e "/lib/modules/$rel/build/include/generated/autoconf.h" ] && [ ! -e /sy
         echo "deps: linked /lib/modules/$rel/build -> $hdr"
     fi
 fi
+# bcc reads tracepoint formats from tracefs (and debugfs/tracing on older bcc): mount them.
+for spec in "tracefs /sys/kernel/tracing" "debugfs /sys/kernel/debug"; do
+    set -- $spec
+    if [ -d "$2" ] && ! grep -q " $2 " /proc/mounts; then
+        mount -t "$1" nodev "$2" 2>/dev/null && echo "deps: mounted $1 on $2"
+    fi
+done
 exit 0
