@@ -15,6 +15,7 @@ import os
 import re
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -252,6 +253,9 @@ class SyscallSession:
         self.bcc = import_bcc()
         self._raw: list[bytes] = []
         self._big: list[int] = []  # positions in _raw of records longer than the fixed record
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._stop_reader = threading.Event()
         self._files: dict[int, _File] = {}
         self.notices: list[Notice] = []
         self.dropped_other = 0  # writes on files that turned out not to be config files
@@ -277,6 +281,7 @@ class SyscallSession:
         self.close()
 
     def close(self) -> None:
+        self._stop_reading()
         if getattr(self, "bpf", None) is not None:
             self.bpf.cleanup()
             self.bpf = None
@@ -288,10 +293,31 @@ class SyscallSession:
 
     # -- records -----------------------------------------------------------------------
     def _on_record(self, ctx: Any, data: Any, size: int) -> int:
-        if size != _REC.size:  # an OPEN record (with its path): a boundary for the vector decoder
-            self._big.append(len(self._raw))
-        self._raw.append(ctypes.string_at(data, size))
+        rec = ctypes.string_at(data, size)
+        with self._lock:
+            if size != _REC.size:  # an OPEN record (with its path): a boundary for the vector decoder
+                self._big.append(len(self._raw))
+            self._raw.append(rec)
         return 0
+
+    def start_reader(self) -> None:
+        """Drain the ring buffer from a thread of its own, so decoding, analysis and writing in
+        the caller's thread (numpy and Arrow release the GIL) do not hold the buffer up."""
+        if self._reader is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop_reader.is_set():
+                self.bpf.ring_buffer_poll(20)
+
+        self._reader = threading.Thread(target=loop, name="cfgaudit-ringbuf", daemon=True)
+        self._reader.start()
+
+    def _stop_reading(self) -> None:
+        if self._reader is not None:
+            self._stop_reader.set()
+            self._reader.join()
+            self._reader = None
 
     @property
     def lost(self) -> int:
@@ -301,11 +327,15 @@ class SyscallSession:
     def poll(self, timeout_ms: int = 100) -> tuple[pa.Table, list[Notice]]:
         """Wait up to ``timeout_ms`` for records; return the config accesses that arrived (an
         Arrow table in the event schema) and any notices of unmediated access."""
-        self.bpf.ring_buffer_poll(timeout_ms)
+        if self._reader is None:
+            self.bpf.ring_buffer_poll(timeout_ms)
+        else:
+            time.sleep(timeout_ms / 1000)
         return self._process()
 
     def drain(self) -> tuple[pa.Table, list[Notice]]:
         """Everything still in the buffer."""
+        self._stop_reading()
         tables: list[pa.Table] = []
         notices: list[Notice] = []
         while True:
@@ -324,8 +354,9 @@ class SyscallSession:
     def _process(self) -> tuple[pa.Table, list[Notice]]:
         """Decode what arrived, in order: runs of fixed-size records go through numpy at once;
         the long (OPEN) records between them are handled one by one."""
-        raw, self._raw = self._raw, []
-        big, self._big = self._big, []
+        with self._lock:
+            raw, self._raw = self._raw, []
+            big, self._big = self._big, []
         tables: list[pa.Table] = []
         notices: list[Notice] = []
         start = 0
@@ -448,6 +479,7 @@ class SyscallSession:
 def run_session(session: SyscallSession, on_batch: Callable[[pa.Table, list[Notice]], None],
                 stop: Callable[[], bool], poll_ms: int = 100) -> None:
     """Poll until ``stop()`` says so, then drain; every batch goes to ``on_batch``."""
+    session.start_reader()
     while not stop():
         t, no = session.poll(poll_ms)
         if t.num_rows or no:
