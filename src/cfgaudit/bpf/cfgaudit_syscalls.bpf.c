@@ -124,6 +124,35 @@ static __always_inline void emit_simple(u16 type, s32 fd, u64 file_id, u32 aux, 
 	events.ringbuf_submit(e, 0);
 }
 
+/* The arguments saved at the syscall's entry, if the entry saved some of this kind (they are
+ * consumed: each entry is taken once). */
+static __always_inline int take_call(u32 kind1, u32 kind2, struct inflight *out)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct inflight *a = calls.lookup(&tid);
+	if (!a || (a->kind != kind1 && a->kind != kind2))
+		return 0;
+	*out = *a;
+	calls.delete(&tid);
+	return 1;
+}
+
+/* Follow fd of the current process as open file file_id (counting new fds per process). */
+static __always_inline void track_fd(s32 fd, u64 file_id)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct fdkey k = {.tgid = tgid, .fd = fd};
+	struct fdval v = {.file_id = file_id};
+	if (!fds.lookup(&k)) {
+		u32 one = 1, *n = nfds.lookup(&tgid);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		else
+			nfds.update(&tgid, &one);
+	}
+	fds.update(&k, &v);
+}
+
 /* ---------------------------------------------------------------- opens */
 
 static __always_inline int enter_open(const char *filename, int flags)
@@ -191,14 +220,8 @@ static __always_inline int unmediated_path(const char *p)
 
 static __always_inline int exit_open(long ret)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id;
-	struct inflight *a = calls.lookup(&tid);
-	if (!a || a->kind != K_OPEN)
-		return 0;
-	struct inflight args = *a;
-	calls.delete(&tid);
-	if (ret < 0)
+	struct inflight args;
+	if (!take_call(K_OPEN, K_OPEN, &args) || ret < 0)
 		return 0;
 	struct cfgaudit_open_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_open_event));
 	if (!e) {
@@ -220,18 +243,8 @@ static __always_inline int exit_open(long ret)
 			return 0;
 		}
 		file_id = __sync_fetch_and_add(next, 1) + 1;
-		struct fdkey k = {.tgid = id >> 32, .fd = (s32)ret};
-		struct fdval v = {.file_id = file_id};
 		s64 zero_pos = 0;
-		if (!fds.lookup(&k)) {
-			u32 tgid = id >> 32;
-			u32 one = 1, *n = nfds.lookup(&tgid);
-			if (n)
-				__sync_fetch_and_add(n, 1);
-			else
-				nfds.update(&tgid, &one);
-		}
-		fds.update(&k, &v);
+		track_fd((s32)ret, file_id);
 		pos.update(&file_id, &zero_pos);
 	}
 	fill(&e->ev, um ? EV_UNMEDIATED : EV_OPEN, (s32)ret, file_id);
@@ -282,12 +295,9 @@ BPF_PERCPU_ARRAY(scratch, struct scratch_t, 1);
 static __always_inline int exit_rw(long ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id;
-	struct inflight *ap = calls.lookup(&tid);
-	if (!ap || (ap->kind != K_WRITE && ap->kind != K_READ))
+	struct inflight a;
+	if (!take_call(K_WRITE, K_READ, &a))
 		return 0;
-	struct inflight a = *ap;
-	calls.delete(&tid);
 	s64 off = a.off;
 	s64 *p = pos.lookup(&a.file_id);
 	if (off < 0) {   /* write/read/writev/readv, or pwritev2 with offset -1: the file position */
@@ -386,15 +396,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_lseek)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_lseek)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct inflight *a = calls.lookup(&tid);
-	if (!a || a->kind != K_LSEEK)
+	struct inflight a;
+	if (!take_call(K_LSEEK, K_LSEEK, &a))
 		return 0;
-	u64 fid = a->file_id;
-	calls.delete(&tid);
 	s64 np = args->ret;
 	if (np >= 0)
-		pos.update(&fid, &np);
+		pos.update(&a.file_id, &np);
 	return 0;
 }
 
@@ -419,27 +426,12 @@ static __always_inline int enter_dup(int oldfd, int newfd)
 
 static __always_inline int exit_dup(long ret)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id;
-	struct inflight *ap = calls.lookup(&tid);
-	if (!ap || ap->kind != K_DUP)
+	struct inflight a;
+	if (!take_call(K_DUP, K_DUP, &a) || ret < 0)
 		return 0;
-	struct inflight a = *ap;
-	calls.delete(&tid);
-	if (ret < 0)
-		return 0;
-	struct fdkey nk = {.tgid = id >> 32, .fd = (s32)ret};
+	struct fdkey nk = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)ret};
 	if (a.file_id) {
-		struct fdval v = {.file_id = a.file_id};
-		if (!fds.lookup(&nk)) {
-			u32 tgid = id >> 32;
-			u32 one = 1, *n = nfds.lookup(&tgid);
-			if (n)
-				__sync_fetch_and_add(n, 1);
-			else
-				nfds.update(&tgid, &one);
-		}
-		fds.update(&nk, &v);
+		track_fd((s32)ret, a.file_id);
 	} else {
 		fds.delete(&nk);   /* dup2 of an untracked fd over a tracked one */
 	}
@@ -562,13 +554,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_iopl)
 
 static __always_inline int exit_grant(long ret)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct inflight *ap = calls.lookup(&tid);
-	if (!ap || (ap->kind != K_IOPERM && ap->kind != K_IOPL))
-		return 0;
-	struct inflight a = *ap;
-	calls.delete(&tid);
-	if (ret != 0)
+	struct inflight a;
+	if (!take_call(K_IOPERM, K_IOPL, &a) || ret != 0)
 		return 0;
 	struct cfgaudit_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_event));
 	if (!e) {
