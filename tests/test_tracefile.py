@@ -139,3 +139,22 @@ def test_missing_snapshot_is_a_usage_error(tmp_path) -> None:
     p = _lines(tmp_path, [_ev()])
     code, _, err = run_cli("analyze", p)
     assert code == 2 and "embeds no device snapshot" in err
+
+
+def test_columnwise_jsonl_equals_row_by_row() -> None:
+    import random
+
+    from cfgaudit.probes.tracefile import _conform, _jsonl_rows, _rows_table, jsonl_text
+
+    rng = random.Random(7)
+    for _ in range(30):
+        rows = []
+        for i in range(rng.randrange(1, 40)):
+            r = dict(EV, ts_ns=i, pid=rng.randrange(1, 1 << 40), comm=rng.choice(["setpci", "a b", "ü", "x"]),
+                     ret=rng.choice([None, 4, -22]), data=rng.choice([None, "00", "deadbeef"]),
+                     kernel_verdict=rng.choice([None, True, False]))
+            rows.append({k: v for k, v in r.items() if v is not None})
+        t = _conform(_rows_table(rows))
+        assert jsonl_text(t) == _jsonl_rows(t).replace("\\u00fc", "ü")
+    t = _conform(_rows_table([dict(EV, comm='q"\\x')]))
+    assert json.loads(jsonl_text(t))["comm"] == 'q"\\x'

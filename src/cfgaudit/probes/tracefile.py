@@ -251,6 +251,51 @@ def events_table(events: list[ConfigAccess]) -> pa.Table:
     return _conform(_rows_table([e.to_dict() for e in events])) if events else arrow_schema().empty_table()
 
 
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'  # what JSON must escape in a string (RE2 syntax)
+
+
+def _jsonl_rows(t: pa.Table) -> str:
+    return "".join(json.dumps({k: v for k, v in row.items() if v is not None}, separators=(",", ":")) + "\n"
+                   for row in t.to_pylist())
+
+
+def jsonl_text(t: pa.Table) -> str:
+    """``t`` as JSON Lines (null values left out), built column-wise with Arrow compute;
+    tables with strings that need JSON escaping take the row-by-row path."""
+    if t.num_rows == 0:
+        return ""
+    pieces = []
+    for name in t.column_names:
+        col = t.column(name)
+        if col.null_count == len(col):
+            continue
+        typ = col.type
+        if pa.types.is_dictionary(typ):
+            col, typ = col.cast(pa.string()), pa.string()
+        if pa.types.is_string(typ):
+            if pc.any(pc.match_substring_regex(col, _NEEDS_ESCAPE)).as_py():
+                return _jsonl_rows(t)
+            val = pc.binary_join_element_wise('"', col, '"', "")
+        elif pa.types.is_boolean(typ):
+            val = pc.if_else(col, "true", "false")
+        elif pa.types.is_integer(typ):
+            val = col.cast(pa.string())
+        else:
+            return _jsonl_rows(t)
+        kv = pc.binary_join_element_wise(f'"{name}":', val, "")
+        pieces.append(pc.fill_null(pc.binary_join_element_wise(kv, ",", ""), ""))
+    body = pc.binary_join_element_wise(*pieces, "") if len(pieces) > 1 else pieces[0]
+    body = pc.utf8_slice_codeunits(body, 0, -1)  # the last comma
+    lines = pc.binary_join_element_wise("{", body, "}\n", "")
+    out = []
+    for chunk in (lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]):
+        # every value ends in a newline: the lines are the string data between the first and
+        # last offsets, with no per-row Python
+        offs = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset: chunk.offset + len(chunk) + 1]
+        out.append(chunk.buffers()[2].to_pybytes()[offs[0]: offs[-1]].decode())
+    return "".join(out)
+
+
 def _rows_table(rows: list[dict]) -> pa.Table:
     known = {f.name: pa.array([r.get(f.name) for r in rows], type=f.arrow) for f in FIELDS}
     extra_keys = sorted({k for r in rows for k in r} - set(known))
@@ -390,8 +435,7 @@ class TraceWriter:
         """Append an Arrow table of events (Parquet: as a row group; JSONL: as lines)."""
         self.count += t.num_rows
         if self.kind == "jsonl":
-            for row in t.to_pylist():
-                self._fh.write(json.dumps({k: v for k, v in row.items() if v is not None}, separators=(",", ":")) + "\n")
+            self._fh.write(jsonl_text(t))
         else:
             self._write_parquet_table(_conform(t))
 
