@@ -153,3 +153,35 @@ def test_real_sysfs_reads(tmp_path) -> None:
     assert set(got) == set(want)
     assert all(got[b] == want[b] for b in want)
     assert all(e.via == "sysfs" for e in ev)
+
+
+def test_unmediated_access_is_reported_iff_granted(session) -> None:
+    """ioperm on the config ports, iopl(3), and opening /dev/mem or /dev/port are reported
+    exactly when the kernel grants them (no port I/O or memory access is made; grants are
+    dropped at once). This VM's kernel refuses ioperm/iopl and has no /dev/mem: then nothing
+    may be reported; the QEMU guest of the e2e tier grants them."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    session.poll(50)
+    granted = {}
+    granted["ioperm(0xcf8"] = libc.ioperm(0xCF8, 8, 1) == 0
+    libc.ioperm(0xCF8, 8, 0)
+    if libc.ioperm(0x80, 1, 1) == 0:   # not a config port: never reported
+        libc.ioperm(0x80, 1, 0)
+    granted["iopl(3)"] = libc.iopl(3) == 0
+    libc.iopl(0)
+    for dev in ("/dev/mem", "/dev/port"):
+        try:
+            os.close(os.open(dev, os.O_RDONLY))
+            granted[dev] = True
+        except OSError:
+            granted[dev] = False
+    time.sleep(0.3)
+    notes = []
+    for _ in range(3):
+        notes += [n for n in session.poll(50)[1] if n.pid == os.getpid()]
+    whats = [n.what for n in notes]
+    for key, ok in granted.items():
+        assert any(key in w for w in whats) == ok, (key, ok, whats)
+    assert not any(w.startswith("ioperm(0x80") for w in whats)
