@@ -156,7 +156,11 @@ class TraceReader:
 
     def _parquet_tables(self) -> Iterator[pa.Table]:
         try:
-            for batch in self._pf.iter_batches(batch_size=self.batch_rows):
+            # One reader per row group: a single iter_batches() over the whole file keeps
+            # allocating (about 4 MB per batch with pyarrow 26), so memory would grow with the file.
+            batches = (b for rg in range(self._pf.num_row_groups)
+                       for b in self._pf.iter_batches(batch_size=self.batch_rows, row_groups=[rg]))
+            for batch in batches:
                 t = _conform(pa.Table.from_batches([batch]), keep_dict=True)
                 bad = _invalid_mask(t)
                 t = _decode_dicts(t)
