@@ -164,9 +164,32 @@ class Analyzer:
         rows_ev, rows_reg = self._join(sel, dev, offset, size)
         # Sequential extras: reads update the known bytes; DOE writes get protocol sense.
         extras = self._sequential(t, sel, rows_ev, is_write, has_data_read, dev, offset, size)
+        logged = self._once_per_boot(t, taints, dev, offset)
         if rows_ev.size == 0:
             return None
-        return self._table(t, base, rows_ev, rows_reg, dev, offset, size, taints, extras)
+        return self._table(t, base, rows_ev, rows_reg, dev, offset, size, taints, extras, logged)
+
+    def _once_per_boot(self, t: pa.Table, taints: np.ndarray, dev: np.ndarray, offset: np.ndarray) -> dict[int, str]:
+        """Rows that print the kernel's warning: the first tainting write of the boot at each call
+        site (pci_warn_once() is one static flag per call site), whether or not it has a finding
+        row (a zero-length procfs write inside a claim taints but overlaps no byte). Row -> dmesg text."""
+        out: dict[int, str] = {}
+        if not taints.any():
+            return out
+        via = t.column("via")
+        for site in self.paths:
+            if site in self._logged:
+                continue
+            on = pc.fill_null(pc.equal(via, site), False).to_numpy(zero_copy_only=False)
+            hits = np.flatnonzero(taints & on)
+            if hits.size:
+                row = int(hits[0])
+                self._logged.add(site)
+                d = int(dev[row])
+                comm = str(t.column("comm")[row].as_py())[:15]
+                out[row] = (f"{self._driver[d] or 'pci'} {self._bdfs[d]}: {comm}: Unexpected write to "
+                            f"kernel-exclusive config offset {int(offset[row]):x}")
+        return out
 
     # ---------------------------------------------------------------------------------
     def _join(self, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,9 +235,12 @@ class Analyzer:
             if rows.size == 0:
                 continue
             d, o, s = dev[rows], offset[rows], size[rows]
-            if site.trims:  # sysfs: writes at or past the end fail first; the rest is trimmed
+            if site.trims:
+                # sysfs (fs/sysfs/file.c sysfs_kf_bin_write()): a write at or past the end fails
+                # with -EFBIG, the rest is trimmed to the file size, and a zero-length write
+                # returns before pci_write_config() is called
                 fsz = self._cfg_size[d]
-                inside = o < fsz
+                inside = (o < fsz) & (s > 0)
                 rows, d, o, s = rows[inside], d[inside], o[inside], np.minimum(s[inside], fsz[inside] - o[inside])
             for code in np.unique(d):
                 m = d == code
@@ -501,29 +527,16 @@ class Analyzer:
         return DOE_PROTOCOLS.get((vendor, dtype), f"vendor-defined (vendor {vendor:04x} type {dtype:#x})")
 
     # ---------------------------------------------------------------------------------
-    def _table(self, t, base, rows_ev, rows_reg, dev, offset, size, taints, ex: "_Extras") -> pa.Table:
+    def _table(self, t, base, rows_ev, rows_reg, dev, offset, size, taints, ex: "_Extras",
+               logged: dict[int, str]) -> pa.Table:
         kt = taints[rows_ev]
         via_all = t.column("via").take(pa.array(rows_ev))
         logs = np.zeros(rows_ev.size, dtype=bool)
         msg: dict[int, str] = {}
-        if kt.any():
-            for site in self.paths:
-                if site in self._logged:
-                    continue
-                on = pc.fill_null(pc.equal(via_all, site), False).to_numpy(zero_copy_only=False)
-                cand = np.flatnonzero(kt & on)
-                if cand.size:
-                    first_ev = rows_ev[cand[0]]
-                    self._logged.add(site)
-                    same = rows_ev == first_ev
-                    logs |= same
-                    d = int(dev[first_ev])
-                    comm = str(t.column("comm")[int(first_ev)].as_py())[:15]
-                    prefix = self._driver[d] or "pci"
-                    text = (f"{prefix} {self._bdfs[d]}: {comm}: Unexpected write to kernel-exclusive config offset "
-                            f"{int(offset[first_ev]):{'x'}}")
-                    for j in np.flatnonzero(same):
-                        msg[int(j)] = text
+        for row, text in logged.items():
+            for j in np.flatnonzero(rows_ev == row):
+                logs[j] = True
+                msg[int(j)] = text
         allowed = self._allowed(rows_ev, rows_reg, offset, size, dev)
         # user regions are not findings: they only mark others as allowed
         keep = np.flatnonzero(self._r_kind[rows_reg] != KIND_CODE["user"])
