@@ -37,7 +37,7 @@ sys.path.append("/usr/lib/python3/dist-packages")
 from bcc import BPF
 src = open(sys.argv[1]).read()
 tps = re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", src)
-text = "\n".join(f"TRACEPOINT_PROBE({c}, {e}) {{ return 0; }}" for c, e in dict.fromkeys(tps))
+text = "#include <linux/fs.h>\n" + "\n".join(f"TRACEPOINT_PROBE({c}, {e}) {{ return 0; }}" for c, e in dict.fromkeys(tps))
 b = BPF(text=text)
 print(f"attached {len(set(tps))} empty programs", flush=True)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))

@@ -57,6 +57,8 @@ struct fdval {
 };
 
 struct inflight {
+	u32 tid;      /* owner of the slot; 0: free */
+	u32 pad;
 	u64 buf;      /* user buffer, iovec array, or path */
 	u64 count;    /* bytes asked for; iovec count for the vector calls */
 	s64 off;      /* explicit offset, or -1: use (and advance) the file position */
@@ -73,7 +75,14 @@ BPF_ARRAY(next_id, u64, 1);
 BPF_HASH(fds, struct fdkey, struct fdval, 65536);
 BPF_HASH(pos, u64, s64, 65536);
 BPF_HASH(nfds, u32, u32, 16384);        /* tgid -> tracked fds (fork copies only then) */
-BPF_TABLE("lru_hash", u32, struct inflight, calls, 16384);  /* tid -> arguments between enter and exit */
+/* Arguments between a syscall's enter and exit, in slot tid % CALL_SLOTS. Arrays, not hashes:
+ * the verifier inlines their lookups, so the exit of every unrelated syscall costs a load and a
+ * compare (target: within 5% of an empty program, BENCHMARKS.md). */
+#define CALL_SLOTS 65536
+BPF_ARRAY(calls, struct inflight, CALL_SLOTS);
+/* 1 once a thread group whose id falls in this slot has followed a config file: only then is
+ * the fds hash consulted (a prefilter; a shared slot costs a lookup, never a miss). */
+BPF_ARRAY(seen_tgid, u8, CALL_SLOTS);
 BPF_HASH(traced, u32, u8, 16384);       /* FOLLOW: the thread groups being traced */
 
 static __always_inline int wanted(u32 tgid)
@@ -126,15 +135,44 @@ static __always_inline void emit_simple(u16 type, s32 fd, u64 file_id, u32 aux, 
 
 /* The arguments saved at the syscall's entry, if the entry saved some of this kind (they are
  * consumed: each entry is taken once). */
+static __always_inline void save_call(struct inflight *a)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u32 idx = tid & (CALL_SLOTS - 1);
+	struct inflight *slot = calls.lookup(&idx);
+	if (!slot)
+		return;
+	if (slot->tid && slot->tid != tid)
+		count_lost();   /* another thread's call in flight in the same slot: its record is lost */
+	a->tid = tid;
+	*slot = *a;
+}
+
 static __always_inline int take_call(u32 kind1, u32 kind2, struct inflight *out)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct inflight *a = calls.lookup(&tid);
-	if (!a || (a->kind != kind1 && a->kind != kind2))
+	u32 idx = tid & (CALL_SLOTS - 1);
+	struct inflight *a = calls.lookup(&idx);
+	if (!a || a->tid != tid || (a->kind != kind1 && a->kind != kind2))
 		return 0;
 	*out = *a;
-	calls.delete(&tid);
+	a->tid = 0;
 	return 1;
+}
+
+static __always_inline int maybe_tracked(u32 tgid)
+{
+	u32 idx = tgid & (CALL_SLOTS - 1);
+	u8 *seen = seen_tgid.lookup(&idx);
+	return seen && *seen;
+}
+
+static __always_inline void mark_tracked(u32 tgid)
+{
+	u32 idx = tgid & (CALL_SLOTS - 1);
+	u8 *seen = seen_tgid.lookup(&idx);
+	if (seen)
+		*seen = 1;
 }
 
 /* Follow fd of the current process as open file file_id (counting new fds per process). */
@@ -143,6 +181,7 @@ static __always_inline void track_fd(s32 fd, u64 file_id)
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct fdkey k = {.tgid = tgid, .fd = fd};
 	struct fdval v = {.file_id = file_id};
+	mark_tracked(tgid);
 	if (!fds.lookup(&k)) {
 		u32 one = 1, *n = nfds.lookup(&tgid);
 		if (n)
@@ -160,12 +199,11 @@ static __always_inline int enter_open(const char *filename, int flags)
 	u64 id = bpf_get_current_pid_tgid();
 	if (!wanted(id >> 32))
 		return 0;
-	u32 tid = (u32)id;
 	struct inflight a = {};
 	a.buf = (u64)filename;
 	a.kind = K_OPEN;
 	a.aux = flags;
-	calls.update(&tid, &a);
+	save_call(&a);
 	return 0;
 }
 
@@ -265,11 +303,12 @@ static __always_inline int enter_rw(u32 kind, int fd, u64 buf, u64 count, s64 of
 {
 	/* reads are followed even without TRACE_READS: they move the file position */
 	u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_tracked(id >> 32))
+		return 0;
 	struct fdkey k = {.tgid = id >> 32, .fd = fd};
 	struct fdval *v = fds.lookup(&k);
 	if (!v)
 		return 0;
-	u32 tid = (u32)id;
 	struct inflight a = {};
 	a.buf = buf;
 	a.count = count;
@@ -278,7 +317,7 @@ static __always_inline int enter_rw(u32 kind, int fd, u64 buf, u64 count, s64 of
 	a.fd = fd;
 	a.kind = kind;
 	a.vec = vec;
-	calls.update(&tid, &a);
+	save_call(&a);
 	return 0;
 }
 
@@ -382,15 +421,16 @@ TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return exit_rw(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_lseek)
 {
 	u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_tracked(id >> 32))
+		return 0;
 	struct fdkey k = {.tgid = id >> 32, .fd = args->fd};
 	struct fdval *v = fds.lookup(&k);
 	if (!v)
 		return 0;
-	u32 tid = (u32)id;
 	struct inflight a = {};
 	a.kind = K_LSEEK;
 	a.file_id = v->file_id;
-	calls.update(&tid, &a);
+	save_call(&a);
 	return 0;
 }
 
@@ -410,17 +450,18 @@ TRACEPOINT_PROBE(syscalls, sys_exit_lseek)
 static __always_inline int enter_dup(int oldfd, int newfd)
 {
 	u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_tracked(id >> 32))
+		return 0;
 	struct fdkey k = {.tgid = id >> 32, .fd = oldfd};
 	struct fdval *v = fds.lookup(&k);
 	struct fdkey nk = {.tgid = id >> 32, .fd = newfd};
 	if (!v && (newfd < 0 || !fds.lookup(&nk)))
 		return 0;
-	u32 tid = (u32)id;
 	struct inflight a = {};
 	a.kind = K_DUP;
 	a.fd = oldfd;
 	a.file_id = v ? v->file_id : 0;
-	calls.update(&tid, &a);
+	save_call(&a);
 	return 0;
 }
 
@@ -458,6 +499,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fcntl) { return exit_dup(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
 	u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_tracked(id >> 32))
+		return 0;
 	struct fdkey k = {.tgid = id >> 32, .fd = args->fd};
 	struct fdval *v = fds.lookup(&k);
 	if (!v)
@@ -490,6 +533,10 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	 * verifier's states stay mergeable */
 	u32 count = *n;
 	nfds.update(&child, &count);
+	u32 cidx = child & (CALL_SLOTS - 1);
+	u8 *seen = seen_tgid.lookup(&cidx);
+	if (seen)
+		*seen = 1;
 #pragma clang loop unroll(disable)
 	for (int fd = 0; fd < MAX_FORK_FDS; fd++) {
 		struct fdkey pk = {.tgid = parent, .fd = fd};
@@ -528,13 +575,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioperm)
 	/* only grants that reach the configuration ports 0xCF8-0xCFF */
 	if (args->from > 0xCFF || args->from + args->num <= 0xCF8)
 		return 0;
-	u32 tid = (u32)id;
 	struct inflight a = {};
 	a.kind = K_IOPERM;
 	a.aux = UM_IOPERM;
 	a.off = args->from;
 	a.count = args->num;
-	calls.update(&tid, &a);
+	save_call(&a);
 	return 0;
 }
 
@@ -543,12 +589,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_iopl)
 	u64 id = bpf_get_current_pid_tgid();
 	if (!wanted(id >> 32) || args->level < 3)
 		return 0;
-	u32 tid = (u32)id;
 	struct inflight a = {};
 	a.kind = K_IOPL;
 	a.aux = UM_IOPL;
 	a.count = args->level;
-	calls.update(&tid, &a);
+	save_call(&a);
 	return 0;
 }
 
