@@ -167,6 +167,16 @@ static __always_inline int maybe_tracked(u32 tgid)
 	return seen && *seen;
 }
 
+/* The current process's followed open file behind fd, or NULL (one inlined load for others). */
+static __always_inline struct fdval *tracked_fd(int fd)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_tracked(tgid))
+		return NULL;
+	struct fdkey k = {.tgid = tgid, .fd = fd};
+	return fds.lookup(&k);
+}
+
 static __always_inline void mark_tracked(u32 tgid)
 {
 	u32 idx = tgid & (CALL_SLOTS - 1);
@@ -302,11 +312,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return exit_open(args->ret); }
 static __always_inline int enter_rw(u32 kind, int fd, u64 buf, u64 count, s64 off, u32 vec)
 {
 	/* reads are followed even without TRACE_READS: they move the file position */
-	u64 id = bpf_get_current_pid_tgid();
-	if (!maybe_tracked(id >> 32))
-		return 0;
-	struct fdkey k = {.tgid = id >> 32, .fd = fd};
-	struct fdval *v = fds.lookup(&k);
+	struct fdval *v = tracked_fd(fd);
 	if (!v)
 		return 0;
 	struct inflight a = {};
@@ -420,11 +426,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return exit_rw(args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_lseek)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	if (!maybe_tracked(id >> 32))
-		return 0;
-	struct fdkey k = {.tgid = id >> 32, .fd = args->fd};
-	struct fdval *v = fds.lookup(&k);
+	struct fdval *v = tracked_fd(args->fd);
 	if (!v)
 		return 0;
 	struct inflight a = {};
@@ -498,16 +500,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fcntl) { return exit_dup(args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	if (!maybe_tracked(id >> 32))
-		return 0;
-	struct fdkey k = {.tgid = id >> 32, .fd = args->fd};
-	struct fdval *v = fds.lookup(&k);
+	struct fdval *v = tracked_fd(args->fd);
 	if (!v)
 		return 0;
 	u64 fid = v->file_id;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct fdkey k = {.tgid = tgid, .fd = args->fd};
 	fds.delete(&k);
-	u32 tgid = id >> 32;
 	u32 *n = nfds.lookup(&tgid);
 	if (n && *n > 0)
 		__sync_fetch_and_add(n, -1);
