@@ -34,6 +34,18 @@ def _open_syscalls(opts: Any) -> Any:
     return SyscallSession(opts)
 
 
+def _detect_kernel() -> str | None:
+    from .kernel import detect_kernel
+
+    return detect_kernel()
+
+
+def _open_kernel(opts: Any) -> Any:
+    from .kernel import KernelSession
+
+    return KernelSession(opts)
+
+
 def _open_replay(*args: Any, **kw: Any) -> Any:
     from .replay import ReplaySource
 
@@ -41,13 +53,16 @@ def _open_replay(*args: Any, **kw: Any) -> Any:
 
 
 BACKENDS: dict[str, Backend] = {
+    "kernel": Backend("kernel", "kprobes on the kernel's config accessors (pci_user_write_config_*): sysfs, "
+                      "/proc/bus/pci and VFIO however issued, with the kernel's own verdict; needs kprobes",
+                      True, _detect_kernel, _open_kernel),
     "syscalls": Backend("syscalls", "syscall tracepoints (openat, pwrite64, write, writev, lseek, dup, close, "
                         "ioperm, iopl): sysfs and /proc/bus/pci, no kprobes needed", True, _detect_syscalls,
                         _open_syscalls),
     "replay": Backend("replay", "recorded trace files (JSONL or Parquet); read-only, needs no root", False,
                       lambda: None, _open_replay),
 }
-LIVE_ORDER = ("syscalls",)  # preference of --backend auto
+LIVE_ORDER = ("kernel", "syscalls")  # preference of --backend auto
 
 
 def pick_backend(name: str) -> Backend:

@@ -29,7 +29,7 @@ from ..events import (DATA_MAX, FIELDS, RECORD_FIELDS, RECORD_TYPES, UNMEDIATED_
                       record_size)
 
 __all__ = ["import_bcc", "detect_syscalls", "SyscallSession", "LiveOptions", "BPF_DIR", "record_struct", "record_dtype", "table_events", "run_session",
-           "decode_record", "resolve_config_path", "Notice"]
+           "decode_record", "resolve_config_path", "Notice", "hex_column"]
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
 SYSCALL_PROGRAM = "cfgaudit_syscalls.bpf.c"
@@ -95,6 +95,19 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     if not tables:
         return _EMPTY
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def hex_column(arr: "np.ndarray") -> pa.Array:
+    """The ``data`` column (lower-case hex, null when empty) of records decoded with
+    :func:`record_dtype` (or a dtype with the same ``data`` and ``data_len`` fields)."""
+    n = len(arr)
+    lens = 2 * np.minimum(arr["data_len"].astype(np.int64), DATA_MAX)
+    width = int(lens.max()) // 2 if n else 0
+    chars = _HEX[arr["data"][:, :width]].reshape(n, 2 * width)
+    buf = chars[np.arange(2 * width)[None, :] < lens[:, None]]
+    offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int32)
+    data = pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(buf.tobytes()))
+    return pc.if_else(pa.array(lens > 0), data, pa.scalar(None, pa.string()))
 
 
 def table_events(t: pa.Table) -> list[ConfigAccess]:
@@ -400,13 +413,7 @@ class SyscallSession:
                                               pa.array([c.decode("utf-8", "replace") for c in cu]))
         op = pa.DictionaryArray.from_arrays(pa.array((arr["type"] != RECORD_TYPES["EV_WRITE"]).astype(np.int32)),
                                             pa.array(["write", "read"]))
-        lens = 2 * np.minimum(arr["data_len"].astype(np.int64), DATA_MAX)
-        width = int(lens.max()) // 2
-        chars = _HEX[arr["data"][:, :width]].reshape(n, 2 * width)
-        buf = chars[np.arange(2 * width)[None, :] < lens[:, None]]
-        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int32)
-        data = pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(buf.tobytes()))
-        data = pc.if_else(pa.array(lens > 0), data, pa.scalar(None, pa.string()))
+        data = hex_column(arr)
         cols = {
             "ts_ns": pa.array(arr["ts_ns"].astype(np.int64)),
             "pid": pa.array(arr["pid"].astype(np.int64)),

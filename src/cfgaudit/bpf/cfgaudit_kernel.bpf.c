@@ -1,0 +1,336 @@
+/* cfgaudit: user-space PCI config-space accesses, seen on the kernel's own config accessors.
+ *
+ * Compiled by bcc at run time; probes are attached by probes/kernel.py to the symbols it found
+ * in the running kernel (never by version number). Functions, all with kprobes:
+ *   pci_user_write_config_{byte,word,dword}(dev, where, val)      drivers/pci/access.c
+ *       every user write ends here, whatever the path (sysfs, procfs, VFIO): one piece each
+ *   pci_write_config (sysfs), proc_bus_pci_write (procfs), vfio_pci_config_rw (VFIO)
+ *       entry + return: the write the process made (offset, size, return value); the pieces
+ *       made inside are gathered into ONE record per call, so a trace equals the syscall
+ *       backend's (one record per pwrite). Pieces outside any of these: one record each,
+ *       via "unknown".
+ *   resource_is_exclusive (return), kernel/resource.c, since v6.2 (278294798ac9, which
+ *       introduced it for pci_write_config(); iomem_is_exclusive() calls it too, so only a
+ *       call inside a traced write counts): the kernel's own verdict for that write.
+ *   pci_read_config / proc_bus_pci_read (return), with TRACE_READS: the bytes read.
+ *
+ * -D constants: TARGET_PID, FOLLOW, TRACE_READS, RINGBUF_PAGES (as the syscall program).
+ * Record: struct cfgaudit_event (cfgaudit_event.h, generated from events.RECORD_FIELDS)
+ * followed by the device name (struct device's kobject name, "DDDD:BB:DD.F"). In it:
+ *   aux = via (KV_*) | verdict << 8 (0: no resource_is_exclusive call seen, 1: false, 2: true)
+ *   file_id = the call's sequence number; fd = -1.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/fs.h>
+#include <linux/pci.h>
+#include "cfgaudit_event.h"
+
+#ifndef TARGET_PID
+#define TARGET_PID 0
+#endif
+#ifndef FOLLOW
+#define FOLLOW 0
+#endif
+#ifndef TRACE_READS
+#define TRACE_READS 0
+#endif
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 1024
+#endif
+#define DEV_NAME_MAX 32
+
+#define KV_UNKNOWN 0
+#define KV_SYSFS 1
+#define KV_PROCFS 2
+#define KV_VFIO 3
+
+struct kernel_event {
+	struct cfgaudit_event ev;
+	char dev[DEV_NAME_MAX];
+};
+
+/* one user write or read in flight in this thread (inside pci_write_config & co.) */
+struct call {
+	u64 id;
+	s64 off;
+	u64 count;
+	u64 buf;       /* kernel (sysfs) or user (procfs, vfio) buffer: reads copy from it at return */
+	u32 via;
+	u32 op;        /* EV_WRITE or EV_READ */
+	u32 verdict;
+	u32 hi;        /* bytes of data gathered from the pieces (highest end) */
+	u32 have_dev;
+	u32 pad;
+	u8 data[CFGAUDIT_DATA_MAX];
+	char dev[DEV_NAME_MAX];
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_ARRAY(next_id, u64, 1);
+BPF_PERCPU_ARRAY(scratch, struct call, 1);
+BPF_HASH(inflight, u32, struct call, 16384);
+BPF_HASH(traced, u32, u8, 16384);       /* FOLLOW: the thread groups being traced */
+
+static __always_inline int wanted(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (FOLLOW)
+		return traced.lookup(&tgid) != NULL;
+	if (TARGET_PID)
+		return tgid == TARGET_PID;
+	return 1;
+}
+
+static __always_inline void count_lost(void)
+{
+	int zero = 0;
+	u64 *n = lost.lookup(&zero);
+	if (n)
+		(*n)++;
+}
+
+static __always_inline void fill(struct cfgaudit_event *e, u16 type)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->uid = (u32)bpf_get_current_uid_gid();
+	e->fd = -1;
+	e->type = type;
+	e->file_id = 0;
+	e->offset = -1;
+	e->ret = 0;
+	e->size = 0;
+	e->aux = 0;
+	e->data_len = 0;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+static __always_inline void copy_dev_name(char *out, struct pci_dev *dev)
+{
+	const char *name = NULL;
+	bpf_probe_read_kernel(&name, sizeof(name), &dev->dev.kobj.name);
+	if (name)
+		bpf_probe_read_kernel_str(out, DEV_NAME_MAX, name);
+}
+
+/* ---------------------------------------------------------------- the outer calls */
+
+static __always_inline int begin(u32 via, u32 op, s64 off, u64 count, u64 buf, const char *kname)
+{
+	if (!wanted())
+		return 0;
+	int zero = 0;
+	struct call *c = scratch.lookup(&zero);
+	if (!c)
+		return 0;
+	__builtin_memset(c, 0, sizeof(*c));
+	u64 *next = next_id.lookup(&zero);
+	if (next)
+		c->id = __sync_fetch_and_add(next, 1) + 1;
+	c->via = via;
+	c->op = op;
+	c->off = off;
+	c->count = count;
+	c->buf = buf;
+	if (kname) {
+		bpf_probe_read_kernel_str(c->dev, DEV_NAME_MAX, kname);
+		c->have_dev = 1;
+	}
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	inflight.update(&tid, c);
+	return 0;
+}
+
+static __always_inline int finish(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct call *c = inflight.lookup(&tid);
+	if (!c)
+		return 0;
+	s64 ret = PT_REGS_RC(ctx);
+	if (c->op == EV_READ && !TRACE_READS) {
+		inflight.delete(&tid);
+		return 0;
+	}
+	struct kernel_event *e = events.ringbuf_reserve(sizeof(struct kernel_event));
+	if (!e) {
+		count_lost();
+		inflight.delete(&tid);
+		return 0;
+	}
+	fill(&e->ev, c->op);
+	e->ev.offset = c->off;
+	e->ev.size = c->count;
+	e->ev.ret = ret;
+	e->ev.file_id = c->id;
+	e->ev.aux = c->via | (c->verdict << 8);
+	__builtin_memcpy(e->dev, c->dev, DEV_NAME_MAX);
+	u32 n = 0;
+	if (c->op == EV_WRITE) {
+		n = c->hi;
+		__builtin_memcpy(e->ev.data, c->data, CFGAUDIT_DATA_MAX);
+	} else if (ret > 0) {
+		n = ret > CFGAUDIT_DATA_MAX ? CFGAUDIT_DATA_MAX : (u32)ret;
+		n &= (CFGAUDIT_DATA_MAX * 2 - 1);
+		if (n > CFGAUDIT_DATA_MAX)
+			n = CFGAUDIT_DATA_MAX;
+		if (c->via == KV_SYSFS)
+			bpf_probe_read_kernel(e->ev.data, n, (void *)c->buf);
+		else
+			bpf_probe_read_user(e->ev.data, n, (void *)c->buf);
+	}
+	e->ev.data_len = n > CFGAUDIT_DATA_MAX ? CFGAUDIT_DATA_MAX : n;
+	inflight.delete(&tid);
+	events.ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* sysfs: drivers/pci/pci-sysfs.c, static ssize_t pci_write_config(struct file *, struct kobject *,
+ * [const] struct bin_attribute *, char *buf, loff_t off, size_t count); kobj is the device's. */
+int on_sysfs_write(struct pt_regs *ctx, struct file *filp, struct kobject *kobj, void *attr, char *buf,
+		   loff_t off, size_t count)
+{
+	const char *name = NULL;
+	bpf_probe_read_kernel(&name, sizeof(name), &kobj->name);
+	return begin(KV_SYSFS, EV_WRITE, off, count, (u64)buf, name);
+}
+
+int on_sysfs_read(struct pt_regs *ctx, struct file *filp, struct kobject *kobj, void *attr, char *buf,
+		  loff_t off, size_t count)
+{
+	const char *name = NULL;
+	bpf_probe_read_kernel(&name, sizeof(name), &kobj->name);
+	return begin(KV_SYSFS, EV_READ, off, count, (u64)buf, name);
+}
+
+/* procfs: drivers/pci/proc.c, proc_bus_pci_{write,read}(struct file *, char __user *buf,
+ * size_t nbytes, loff_t *ppos). The device comes from the pieces. */
+int on_proc_write(struct pt_regs *ctx, struct file *file, const char *buf, size_t nbytes, loff_t *ppos)
+{
+	loff_t pos = 0;
+	bpf_probe_read_kernel(&pos, sizeof(pos), ppos);
+	return begin(KV_PROCFS, EV_WRITE, pos, nbytes, (u64)buf, NULL);
+}
+
+int on_proc_read(struct pt_regs *ctx, struct file *file, char *buf, size_t nbytes, loff_t *ppos)
+{
+	loff_t pos = 0;
+	bpf_probe_read_kernel(&pos, sizeof(pos), ppos);
+	return begin(KV_PROCFS, EV_READ, pos, nbytes, (u64)buf, NULL);
+}
+
+/* VFIO: vfio_pci_config_rw(vdev, char __user *buf, size_t count, loff_t *ppos, bool iswrite);
+ * the config offset is *ppos & VFIO_PCI_OFFSET_MASK (40 bits). */
+int on_vfio_rw(struct pt_regs *ctx, void *vdev, char *buf, size_t count, loff_t *ppos, bool iswrite)
+{
+	loff_t pos = 0;
+	bpf_probe_read_kernel(&pos, sizeof(pos), ppos);
+	return begin(KV_VFIO, iswrite ? EV_WRITE : EV_READ, pos & ((1ULL << 40) - 1), count, (u64)buf, NULL);
+}
+
+int on_outer_return(struct pt_regs *ctx)
+{
+	return finish(ctx);
+}
+
+/* resource_is_exclusive(root, addr, size) returned: the kernel's verdict on the write in flight */
+int on_exclusive_return(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct call *c = inflight.lookup(&tid);
+	if (!c || c->op != EV_WRITE)
+		return 0;
+	c->verdict = (PT_REGS_RC(ctx) & 0xff) ? 2 : 1;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the pieces */
+
+static __always_inline int piece(struct pt_regs *ctx, struct pci_dev *dev, int where, u32 val, u32 width)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct call *c = inflight.lookup(&tid);
+	if (c) {
+		if (c->op != EV_WRITE)
+			return 0;
+		if (!c->have_dev) {
+			copy_dev_name(c->dev, dev);
+			c->have_dev = 1;
+		}
+		u64 rel = (u64)((s64)where - c->off);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (i < width && rel + i < CFGAUDIT_DATA_MAX)
+				c->data[(rel + i) & (CFGAUDIT_DATA_MAX - 1)] = (val >> (8 * i)) & 0xff;
+		}
+		if (rel < CFGAUDIT_DATA_MAX && rel + width > c->hi)
+			c->hi = rel + width > CFGAUDIT_DATA_MAX ? CFGAUDIT_DATA_MAX : rel + width;
+		return 0;
+	}
+	if (!wanted())
+		return 0;
+	/* a write through a path without an outer probe: one record per piece */
+	struct kernel_event *e = events.ringbuf_reserve(sizeof(struct kernel_event));
+	if (!e) {
+		count_lost();
+		return 0;
+	}
+	fill(&e->ev, EV_WRITE);
+	e->ev.offset = where;
+	e->ev.size = width;
+	e->ev.ret = width;
+	e->ev.aux = KV_UNKNOWN;
+	__builtin_memset(e->ev.data, 0, CFGAUDIT_DATA_MAX);
+	__builtin_memset(e->dev, 0, DEV_NAME_MAX);
+	e->ev.data[0] = val & 0xff;
+	e->ev.data[1] = (val >> 8) & 0xff;
+	e->ev.data[2] = (val >> 16) & 0xff;
+	e->ev.data[3] = (val >> 24) & 0xff;
+	e->ev.data_len = width;
+	copy_dev_name(e->dev, dev);
+	events.ringbuf_submit(e, 0);
+	return 0;
+}
+
+int on_write_byte(struct pt_regs *ctx, struct pci_dev *dev, int where, u8 val)
+{
+	return piece(ctx, dev, where, val, 1);
+}
+
+int on_write_word(struct pt_regs *ctx, struct pci_dev *dev, int where, u16 val)
+{
+	return piece(ctx, dev, where, val, 2);
+}
+
+int on_write_dword(struct pt_regs *ctx, struct pci_dev *dev, int where, u32 val)
+{
+	return piece(ctx, dev, where, val, 4);
+}
+
+/* ---------------------------------------------------------------- processes (FOLLOW) */
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	u32 parent = bpf_get_current_pid_tgid() >> 32;
+	u32 child = args->child_pid;
+	if (FOLLOW && traced.lookup(&parent)) {
+		u8 one = 1;
+		traced.update(&child, &one);
+	}
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	u32 tid = (u32)id;
+	inflight.delete(&tid);
+	if (FOLLOW && tid == tgid)
+		traced.delete(&tgid);
+	return 0;
+}
