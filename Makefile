@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv deps demo test test-fast bench clean
+.PHONY: venv deps demo test test-fast bench e2e clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ test-fast: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+# cfgaudit (both live backends) against the kernel's own verdict in a QEMU CXL guest (root, Debian;
+# installs qemu-system-x86, busybox-static and the guest kernel's headers itself). tests/e2e/run.sh.
+e2e: venv
+	bash tests/e2e/run.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -178,3 +178,13 @@ def test_events_equal_syscall_rows() -> None:
     ev = kernel.table_events(t)[0]
     assert (ev.bdf, ev.offset, ev.size, ev.data, ev.via, ev.ret, ev.op) == \
         ("0000:0d:00.0", 0x18e, 4, "01020304", "sysfs", 4, "write")
+
+
+def test_debian_proc_version_is_the_kernels_not_the_compilers() -> None:
+    # /proc/version of the e2e guest: the compiler's "Debian 12.2.0-14" comes first
+    from cfgaudit.regions.kernel import upstream_from_proc_version
+
+    text = ("Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
+            "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)")
+    assert upstream_from_proc_version(text) == "6.1.192"
+    assert upstream_from_proc_version("Linux version 6.18.44 (gcc 13.2.0) #1 SMP") is None

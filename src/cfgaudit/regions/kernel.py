@@ -54,9 +54,11 @@ def parse_kernel(release: str, upstream: str | None = None) -> KernelVersion:
 
 
 def upstream_from_proc_version(text: str) -> str | None:
-    """Debian puts the upstream version in /proc/version (``... Debian 6.1.192-2 ...``)."""
-    m = _DEBIAN_VERSION.search(text or "")
-    return m.group(1) if m else None
+    """Debian puts the upstream version in /proc/version (``... #1 SMP Debian 6.1.192-2 ...``).
+    The compiler's version comes earlier in the same line (``gcc-12 (Debian 12.2.0-14) 12.2.0``),
+    so the kernel's is the last match (seen in the 6.1.0-56-amd64 QEMU guest)."""
+    found = _DEBIAN_VERSION.findall(text or "")
+    return found[-1] if found else None
 
 
 def _v(text: str) -> tuple[int, int, int, int]:
