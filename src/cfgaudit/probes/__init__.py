@@ -53,8 +53,8 @@ def _open_replay(*args: Any, **kw: Any) -> Any:
 
 
 BACKENDS: dict[str, Backend] = {
-    "kernel": Backend("kernel", "kprobes on the kernel's config accessors (pci_user_write_config_*): sysfs, "
-                      "/proc/bus/pci and VFIO however issued, with the kernel's own verdict; needs kprobes",
+    "kernel": Backend("kernel", "kprobes on pci_user_write_config_*: sysfs, /proc/bus/pci and VFIO writes "
+                      "however issued, with the kernel's own verdict",
                       True, _detect_kernel, _open_kernel),
     "syscalls": Backend("syscalls", "syscall tracepoints (openat, pwrite64, write, writev, lseek, dup, close, "
                         "ioperm, iopl): sysfs and /proc/bus/pci, no kprobes needed", True, _detect_syscalls,

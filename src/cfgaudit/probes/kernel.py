@@ -146,8 +146,7 @@ def kprobes_available(pmu: str = KPROBE_PMU, tracefs: str | None = None) -> str 
     root = tracefs if tracefs is not None else tracefs_root()
     if root and os.path.exists(os.path.join(root, "kprobe_events")):
         return None
-    return ("the running kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices and no "
-            "kprobe_events in tracefs: CONFIG_KPROBES/CONFIG_KPROBE_EVENTS are off)")
+    return "the running kernel has no kprobes (no kprobe PMU, no tracefs kprobe_events)"
 
 
 def detect_kernel() -> str | None:
