@@ -19,7 +19,8 @@ for d in proc sys dev; do mount -o bind /$d $N/$d || fail "bind /$d"; done
 mount -o bind /sys/kernel/tracing $N/sys/kernel/tracing; mount -o bind /sys/kernel/debug $N/sys/kernel/debug
 mount -t bpf bpf $N/sys/fs/bpf 2>/dev/null
 mkdir -p $N/dev/pts $N/dev/shm; mount -t devpts devpts $N/dev/pts; mount -t tmpfs tmpfs $N/dev/shm
-mount -t tmpfs tmpfs $N/tmp; mount -t tmpfs tmpfs $N/run
+# /tmp stays the overlay (writable, upper in tmpfs), so a checkout under the host's /tmp is visible
+mount -t tmpfs tmpfs $N/run
 mkdir -p $N/lib/modules/$KVER
 [ -L $N/lib/modules/$KVER/build ]  || ln -sfn /usr/src/linux-headers-$KVER $N/lib/modules/$KVER/build
 [ -L $N/lib/modules/$KVER/source ] || ln -sfn /usr/src/linux-headers-${KVER%-*}-common $N/lib/modules/$KVER/source
