@@ -1,7 +1,6 @@
 """The analyzer against a plain per-event reference, and its verdict and DOE sense."""
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
@@ -9,12 +8,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from cfgaudit import api
 from cfgaudit.analyze import Analyzer
+from cfgaudit.analyze.kernel import checked_paths
 from cfgaudit.events import FIELDS
 from cfgaudit.regions import build_registry, load_claims, load_devices
-from cfgaudit.verdict import checked_paths
-from common import CXL_BDF, QEMU_CXL, QEMU_RP
+from support import CXL_BDF, QEMU_CXL, QEMU_RP
 
 RP_BDF = "0000:0c:00.0"
 

@@ -32,8 +32,9 @@ def expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _strings(n: int, lens_chars: np.ndarray, chars: np.ndarray) -> pa.Array:
+    """A string array of ``n`` strings from their lengths (characters) and their characters back to back."""
     offsets = np.concatenate(([0], np.cumsum(lens_chars.astype(np.int64)))).astype(np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(chars.tobytes()))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars)))
 
 
 def encode_runs(flat: np.ndarray, lens: np.ndarray) -> pa.Array:
@@ -81,8 +82,8 @@ class HexColumn:
     """Hex strings decoded to bytes at once.
 
     ``present[i]``: row ``i`` has at least one byte; ``nbytes[i]``: how many; ``valid[i]``: the
-    string is lower-case hex, two digits a byte (a row that is not counts as having no bytes);
-    ``flat``: every row's bytes back to back, row ``i``'s starting at ``start[i]``.
+    string is lower-case hex, two digits a byte, or null (a row that is not counts as having no
+    bytes); ``flat``: every row's bytes back to back, row ``i``'s starting at ``start[i]``.
     """
 
     def __init__(self, col: pa.ChunkedArray | pa.Array) -> None:
@@ -99,19 +100,25 @@ class HexColumn:
         data = np.frombuffer(bufs[2], dtype=np.uint8) if n and bufs[2] is not None else np.zeros(0, np.uint8)
         clen = np.where(nonnull, offs[1:] - offs[:-1], 0)
         ok = nonnull & (clen % 2 == 0)
-        # a row is valid when every character is a lower-case hex digit
-        rep, k = expand(np.where(ok, clen, 0))
-        bad_char = ~_LOWER_OK[data[offs[:-1][rep] + k]] if rep.size else np.zeros(0, bool)
-        if bad_char.any():
-            ok &= np.bincount(rep[bad_char], minlength=n) == 0
-        self.valid = ok | ~nonnull
-        self.nbytes = np.where(ok, clen // 2, 0)
-        self.present = self.nbytes > 0
-        rep, k = expand(self.nbytes)
-        pos = offs[:-1][rep] + 2 * k
-        self.flat = ((_VALUE[data[pos]] << 4) | _VALUE[data[pos + 1]]).astype(np.uint8) if rep.size \
-            else np.zeros(0, np.uint8)
-        self.start = np.concatenate(([0], np.cumsum(self.nbytes)[:-1])) if n else np.zeros(0, np.int64)
+        used = np.where(ok, clen, 0)
+        if int(used.sum()) == int(offs[-1] - offs[0]):
+            # the common case: every character between the first and last offset belongs to a
+            # row of even length, in order, so the digits are one contiguous slice
+            digits = _VALUE[data[offs[0]:offs[-1]]]
+        else:
+            rep, k = expand(used)
+            digits = _VALUE[data[offs[:-1][rep] + k]]
+        bad = digits == 255
+        if bad.any():  # rows with a character that is not a lower-case hex digit count as no data
+            row_of = np.repeat(np.arange(n), used)
+            ok &= np.bincount(row_of[bad], minlength=n) == 0
+            digits = digits[ok[row_of]]
+            used = np.where(ok, clen, 0)
+        self.valid: np.ndarray = ok | ~nonnull
+        self.nbytes: np.ndarray = used // 2
+        self.present: np.ndarray = self.nbytes > 0
+        self.flat: np.ndarray = ((digits[0::2] << 4) | digits[1::2]).astype(np.uint8, copy=False)
+        self.start: np.ndarray = np.concatenate(([0], np.cumsum(self.nbytes)[:-1])) if n else np.zeros(0, np.int64)
 
     def byte(self, rows: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Byte ``k[j]`` of row ``rows[j]`` (callers ask only for bytes that exist)."""

@@ -17,7 +17,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .configspace import PCI_CFG_SPACE_EXP_SIZE, PCI_CFG_SPACE_SIZE, ConfigSpace, ext_space_aliased
+from ..pci_regs import (
+    CXL_VENDOR,
+    PCI_CAP_ID_EXP,
+    PCI_CAP_ID_PCIX,
+    PCI_CAPABILITY_LIST,
+    PCI_CB_CAPABILITY_LIST,
+    PCI_CFG_SPACE_EXP_SIZE,
+    PCI_CFG_SPACE_SIZE,
+    PCI_DOE_CAP_SIZEOF,
+    PCI_EXT_CAP_ID_DOE,
+    PCI_EXT_CAP_ID_DVSEC,
+    PCI_STATUS,
+    PCI_STATUS_CAP_LIST,
+)
+from .configspace import ConfigSpace, ext_space_aliased
 
 __all__ = [
     "Capability",
@@ -33,14 +47,9 @@ __all__ = [
     "ext_cap_name",
 ]
 
-PCI_STATUS = 0x06
-PCI_STATUS_CAP_LIST = 0x10  # Status bit 4
-PCI_CAPABILITY_LIST = 0x34
-PCI_CB_CAPABILITY_LIST = 0x14  # CardBus header
 PCI_FIND_CAP_TTL = 48  # drivers/pci/pci.c
 PCI_EXT_WALK_TTL = (PCI_CFG_SPACE_EXP_SIZE - PCI_CFG_SPACE_SIZE) // 8  # 480, pci_find_next_ext_capability()
 
-CXL_VENDOR = 0x1E98  # CXL consortium vendor ID for DVSEC (CXL 3.1 sec 8.1.1; drivers/cxl/cxlpci.h PCI_DVSEC_VENDOR_ID_CXL)
 # CXL DVSEC IDs: CXL 3.1 sec 8.1 table 8-2; drivers/cxl/cxlpci.h CXL_DVSEC_*.
 CXL_DVSEC_IDS: dict[int, str] = {
     0x0: "Device",
@@ -99,7 +108,9 @@ class Capability:
 class Anomaly:
     """Something odd in a chain: ``kind`` is a stable token, ``message`` says it for people."""
 
-    kind: str  # loop | misaligned | broken | header-pointer | below-ext | unknown-bytes | all-ones | aliased | no-ext-space | truncated
+    # loop | misaligned | broken | header-pointer | below-ext | unknown-bytes | all-ones | aliased | no-ext-space
+    # | truncated
+    kind: str
     space: str  # "std" | "ext" | "header"
     offset: int | None
     message: str
@@ -115,6 +126,10 @@ class CapMap:
     caps: list[Capability] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     express_type: int | None = None  # PCIe device/port type (PCIe cap flags bits 7:4)
+
+    def note(self, kind: str, space: str, offset: int | None, message: str) -> None:
+        """Record an :class:`Anomaly` met on the walk."""
+        self.anomalies.append(Anomaly(kind, space, offset, message))
 
     def find(self, space: str, cap_id: int) -> list[Capability]:
         return [c for c in self.caps if c.space == space and c.id == cap_id]
@@ -384,7 +399,7 @@ EXT_CAPS: dict[int, CapSpec] = {
     0x2B: CapSpec("ALT_PROT", "Alternate Protocol", None),
     0x2C: CapSpec("SFI", "System Firmware Intermediary", None),
     0x2D: CapSpec("SHADOW", "Shadow Functions", None),
-    0x2E: CapSpec("DOE", "Data Object Exchange", 0x18),  # PCI_DOE_CAP_SIZEOF
+    PCI_EXT_CAP_ID_DOE: CapSpec("DOE", "Data Object Exchange", PCI_DOE_CAP_SIZEOF),
     0x2F: CapSpec("DEV3", "Device 3", 0x10),  # PCI_DEV3_STA 0xc + 4
     0x30: CapSpec("IDE", "Integrity and Data Encryption", None),
     0x31: CapSpec("PL_64GT", "Physical Layer 64.0 GT/s", None),
@@ -463,7 +478,7 @@ def walk(cs: ConfigSpace) -> CapMap:
     status = cs.word(PCI_STATUS)
     htype = cs.header_type
     if status is None or htype is None:
-        out.anomalies.append(Anomaly("unknown-bytes", "header", 0, "header bytes unknown: no capability list decoded"))
+        out.note("unknown-bytes", "header", 0, "header bytes unknown: no capability list decoded")
         return out
     can_have_ext = False
     if status & PCI_STATUS_CAP_LIST:
@@ -471,37 +486,40 @@ def walk(cs: ConfigSpace) -> CapMap:
         kernel_seen = _kernel_std_positions(cs, ptr_reg)
         raw = cs.byte(ptr_reg)
         if raw is not None and raw & 3:
-            out.anomalies.append(Anomaly("misaligned", "std", ptr_reg, f"capability pointer {raw:#04x} is not dword-aligned (low bits ignored)"))
+            out.note("misaligned", "std", ptr_reg,
+                     f"capability pointer {raw:#04x} is not dword-aligned (low bits ignored)")
         where = (raw or 0) & ~3
         seen: set[int] = set()
         while where:
             if not cs.is_known(where, 4):
-                out.anomalies.append(Anomaly("unknown-bytes", "std", where, f"capability at {where:#04x} lies in bytes not read"))
+                out.note("unknown-bytes", "std", where, f"capability at {where:#04x} lies in bytes not read")
                 break
             cap_id = cs.byte(where) or 0
             nxt_raw = cs.byte(where + 1) or 0
             if where in seen:
-                out.anomalies.append(Anomaly("loop", "std", where, f"capability chain loops back to {where:#04x}"))
+                out.note("loop", "std", where, f"capability chain loops back to {where:#04x}")
                 break
             seen.add(where)
             if cap_id == 0xFF:
-                out.anomalies.append(Anomaly("broken", "std", where, f"capability ID 0xff at {where:#04x}: chain broken"))
+                out.note("broken", "std", where, f"capability ID 0xff at {where:#04x}: chain broken")
                 break
             if where < 0x40:
-                out.anomalies.append(Anomaly("header-pointer", "std", where, f"capability pointer {where:#04x} points into the header (the kernel stops here)"))
+                out.note("header-pointer", "std", where,
+                         f"capability pointer {where:#04x} points into the header (the kernel stops here)")
             spec = STD_CAPS.get(cap_id)
-            if cap_id == 0x10:  # PCI Express: the port type decides several sizes
+            if cap_id == PCI_CAP_ID_EXP:  # PCI Express: the port type decides several sizes
                 ctx.express = where
                 fl = cs.word(where + 2)
                 ctx.express_type = out.express_type = None if fl is None else (fl >> 4) & 0xF
                 can_have_ext = True
-            elif cap_id == 0x07:
+            elif cap_id == PCI_CAP_ID_PCIX:
                 can_have_ext = True
             out.caps.append(Capability("std", where, cap_id, std_cap_name(cap_id), None,
                                        kernel_visible=where in kernel_seen,
                                        tag=spec.tag if spec else f"CAP_{cap_id:02x}"))
             if nxt_raw & 3:
-                out.anomalies.append(Anomaly("misaligned", "std", where + 1, f"next pointer {nxt_raw:#04x} at {where:#04x} is not dword-aligned (low bits ignored)"))
+                out.note("misaligned", "std", where + 1,
+                         f"next pointer {nxt_raw:#04x} at {where:#04x} is not dword-aligned (low bits ignored)")
             where = nxt_raw & ~3
         # Sizes once the PCIe capability (wherever it sits in the chain) is known.
         for c in out.caps:
@@ -528,29 +546,30 @@ def _walk_ext(cs: ConfigSpace, ctx: _Ctx, out: CapMap) -> None:
     first = True
     while True:
         if not cs.is_known(where, 4):
-            out.anomalies.append(Anomaly("unknown-bytes", "ext", where, f"extended capability at {where:#05x} lies in bytes not read"))
+            out.note("unknown-bytes", "ext", where, f"extended capability at {where:#05x} lies in bytes not read")
             break
         header = cs.dword(where) or 0
         if header == 0:
             if not first:
-                out.anomalies.append(Anomaly("broken", "ext", where, f"extended chain points to an empty header at {where:#05x}"))
+                out.note("broken", "ext", where, f"extended chain points to an empty header at {where:#05x}")
             break
         if header == 0xFFFFFFFF:
-            out.anomalies.append(Anomaly("all-ones", "ext", where, f"extended capability header at {where:#05x} reads all ones"))
+            out.note("all-ones", "ext", where, f"extended capability header at {where:#05x} reads all ones")
             break
         if where in seen:
-            out.anomalies.append(Anomaly("loop", "ext", where, f"extended capability chain loops back to {where:#05x}"))
+            out.note("loop", "ext", where, f"extended capability chain loops back to {where:#05x}")
             break
         seen.add(where)
         if where < PCI_CFG_SPACE_SIZE:
-            out.anomalies.append(Anomaly("below-ext", "ext", where, f"extended chain points to {where:#04x}, below 0x100 (the kernel stops here)"))
+            out.note("below-ext", "ext", where,
+                     f"extended chain points to {where:#04x}, below 0x100 (the kernel stops here)")
         first = False
         cap_id = header & 0xFFFF
         version = (header >> 16) & 0xF
         spec = EXT_CAPS.get(cap_id)
         cap = Capability("ext", where, cap_id, ext_cap_name(cap_id), _size(spec, ctx, where), version=version,
                          kernel_visible=where in kernel_seen, tag=spec.tag if spec else f"EXT_{cap_id:04x}")
-        if cap_id == 0x23:
+        if cap_id == PCI_EXT_CAP_ID_DVSEC:
             h1, h2 = cs.dword(where + 4), cs.word(where + 8)
             if h1 is not None:
                 cap.dvsec_vendor = h1 & 0xFFFF
@@ -559,11 +578,13 @@ def _walk_ext(cs: ConfigSpace, ctx: _Ctx, out: CapMap) -> None:
             if cap.dvsec_vendor == CXL_VENDOR and h2 is not None:
                 cap.dvsec_name = "CXL " + CXL_DVSEC_IDS.get(h2, f"DVSEC ID {h2:#x}")
         if cap.length is not None and where + cap.length > PCI_CFG_SPACE_EXP_SIZE:
-            out.anomalies.append(Anomaly("truncated", "ext", where, f"{cap.name} at {where:#05x} claims {cap.length} bytes, past the end of config space"))
+            out.note("truncated", "ext", where,
+                     f"{cap.name} at {where:#05x} claims {cap.length} bytes, past the end of config space")
         out.caps.append(cap)
         nxt = header >> 20
         if nxt & 3:
-            out.anomalies.append(Anomaly("misaligned", "ext", where, f"next pointer {nxt:#05x} at {where:#05x} is not dword-aligned (low bits ignored)"))
+            out.note("misaligned", "ext", where,
+                     f"next pointer {nxt:#05x} at {where:#05x} is not dword-aligned (low bits ignored)")
         where = nxt & ~3
         if not where:
             break

@@ -107,10 +107,12 @@ def _parse_cap(spec: str, path: str, line: int) -> tuple[str, int, int | None, i
             space, cid = s.split(":", 1)
             return space, int(cid, 0), None, None
     except ValueError:
-        raise InputError(f"capability {spec!r}: want std:ID, ext:ID, dvsec:VENDOR:ID or a name", path=path, line=line) from None
+        raise InputError(f"capability {spec!r}: want std:ID, ext:ID, dvsec:VENDOR:ID or a name",
+                         path=path, line=line) from None
     alias = _cap_aliases().get(s)
     if alias is None:
-        raise InputError(f"capability {spec!r} is not known (try std:ID, ext:ID, dvsec:VENDOR:ID, or doe, msi, msix, pcie, aer)",
+        raise InputError(f"capability {spec!r} is not known "
+                         "(try std:ID, ext:ID, dvsec:VENDOR:ID, or doe, msi, msix, pcie, aer)",
                          path=path, line=line)
     return alias[0], alias[1], None, None
 
@@ -153,10 +155,12 @@ def _claim_rule(c: dict, i: int, loc: _Loc) -> Rule:
             raise InputError(f"unknown key {key!r} (known: {', '.join(sorted(CLAIM_KEYS))})", path=path, line=L(key))
     kind = c.get("kind")
     if kind not in _KINDS:
-        raise InputError(f"kind must be one of {', '.join(_KINDS)}, not {kind!r}", path=path, line=L("kind" if "kind" in c else None))
+        raise InputError(f"kind must be one of {', '.join(_KINDS)}, not {kind!r}", path=path,
+                         line=L("kind" if "kind" in c else None))
     owner = c.get("owner")
     if not isinstance(owner, str) or not owner.strip():
-        raise InputError("owner is required (a driver or tool name)", path=path, line=L("owner" if "owner" in c else None))
+        raise InputError("owner is required (a driver or tool name)", path=path,
+                         line=L("owner" if "owner" in c else None))
     bdf = None
     if "bdf" in c:
         if not isinstance(c["bdf"], str):

@@ -20,6 +20,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import InputError
+from ..pci_regs import (  # PCI_CFG_SPACE_SIZE, PCI_CFG_SPACE_EXP_SIZE: also imported from here
+    PCI_CFG_SPACE_EXP_SIZE,
+    PCI_CFG_SPACE_SIZE,
+    PCI_CLASS_PROG,
+    PCI_DEVICE_ID,
+    PCI_HEADER_TYPE,
+    PCI_REVISION_ID,
+    PCI_VENDOR_ID,
+)
 
 __all__ = [
     "ConfigSpace",
@@ -34,18 +43,6 @@ __all__ = [
     "devices_from_snapshot_dict",
     "SNAPSHOT_FORMAT",
 ]
-
-# Standard header registers (PCI Local Bus 3.0 sec 6.1; include/uapi/linux/pci_regs.h).
-PCI_VENDOR_ID = 0x00
-PCI_DEVICE_ID = 0x02
-PCI_COMMAND = 0x04
-PCI_STATUS = 0x06
-PCI_REVISION_ID = 0x08
-PCI_CLASS_PROG = 0x09
-PCI_HEADER_TYPE = 0x0E
-PCI_SECONDARY_BUS = 0x19  # type 1 (bridge) header
-PCI_CFG_SPACE_SIZE = 256  # conventional config space, bytes
-PCI_CFG_SPACE_EXP_SIZE = 4096  # PCIe / PCI-X 2.0 extended config space, bytes
 
 SNAPSHOT_FORMAT = "cfgaudit-snapshot"
 SNAPSHOT_VERSION = 1
@@ -262,7 +259,7 @@ def _read_text(path: str) -> str | None:
         return None
 
 
-def load_sysfs(root: str = "/sys/bus/pci", warn: Warn | None = None, bdfs: Iterable[str] | None = None) -> list[ConfigSpace]:
+def load_sysfs(root: str, warn: Warn | None = None, bdfs: Iterable[str] | None = None) -> list[ConfigSpace]:
     """Read every function under ``root/devices`` (pciutils' ``sysfs.path`` layout).
 
     The config file's size is the kernel's ``cfg_size``. Reading it as non-root gives only
@@ -365,7 +362,8 @@ def load_lspci_dump(path: str, warn: Warn | None = None) -> list[ConfigSpace]:
             out.append(cur)
             continue
         if cur is None:
-            if _HEX_LINE.match(line) and _looks_like_hex_payload(_HEX_LINE.match(line).group(2)):
+            early = _HEX_LINE.match(line)
+            if early and _looks_like_hex_payload(early.group(2)):
                 raise InputError("hex dump line before any device line (want '[DDDD:]BB:DD.F ...' first)",
                                  path=path, line=lineno)
             continue
@@ -403,7 +401,7 @@ def load_lspci_dump(path: str, warn: Warn | None = None) -> list[ConfigSpace]:
 
 
 def _looks_like_hex_payload(payload: str | None) -> bool:
-    return bool(payload) and bool(re.match(r"^[0-9a-fA-F]{2}(\s|$)", payload.strip()))
+    return payload is not None and bool(re.match(r"^[0-9a-fA-F]{2}(\s|$)", payload.strip()))
 
 
 def _parse_hex_bytes(payload: str, path: str, lineno: int) -> bytes:
@@ -463,7 +461,8 @@ def devices_from_snapshot_dict(doc: dict, where: str) -> DeviceSet:
     if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
         raise InputError(f"not a cfgaudit snapshot (no \"format\": \"{SNAPSHOT_FORMAT}\")", path=where)
     if doc.get("version") != SNAPSHOT_VERSION:
-        raise InputError(f"snapshot version {doc.get('version')!r} is not supported (want {SNAPSHOT_VERSION})", path=where)
+        raise InputError(f"snapshot version {doc.get('version')!r} is not supported (want {SNAPSHOT_VERSION})",
+                         path=where)
     ds = DeviceSet(kernel_release=doc.get("kernel_release"), kernel_version=doc.get("kernel_version"),
                    iomem_relaxed=doc.get("iomem_relaxed"), host=doc.get("host"))
     for i, d in enumerate(doc.get("devices") or []):

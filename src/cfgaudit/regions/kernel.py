@@ -28,7 +28,8 @@ class KernelVersion:
     release: str = ""  # the string it came from, for display
 
     def __str__(self) -> str:
-        return self.release or (f"{self.major}.{self.minor}.{self.patch}" + (f"-rc{self.rc}" if self.rc != FINAL else ""))
+        rc = f"-rc{self.rc}" if self.rc != FINAL else ""
+        return self.release or f"{self.major}.{self.minor}.{self.patch}{rc}"
 
     @property
     def key(self) -> tuple[int, int, int, int]:

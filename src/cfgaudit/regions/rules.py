@@ -20,16 +20,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .capabilities import CXL_VENDOR, CapMap, Capability
+from ..pci_regs import (
+    AMD_VENDOR,
+    CXL_VENDOR,
+    HYGON_VENDOR,
+    PCI_CAP_ID_EXP,
+    PCI_CLASS_BRIDGE_HOST,
+    PCI_DOE_CAP_SIZEOF,
+    PCI_EXT_CAP_ID_DOE,
+    PCI_EXT_CAP_ID_DVSEC,
+    PCI_EXT_CAP_ID_LTR,
+)
+from .capabilities import Capability, CapMap
 from .configspace import ConfigSpace
 from .kernel import KernelRange, KernelVersion
 from .registry import Region
 
 __all__ = ["Rule", "Abs", "InCap", "Match", "RULES", "DeviceView", "evaluate", "VFIO_DRIVERS"]
 
-AMD_VENDOR = 0x1022  # pci_ids.h PCI_VENDOR_ID_AMD
-HYGON_VENDOR = 0x1D94  # pci_ids.h PCI_VENDOR_ID_HYGON
-PCI_CLASS_BRIDGE_HOST = 0x0600  # pci_ids.h
 VFIO_DRIVERS = frozenset({"vfio-pci"})
 
 
@@ -118,7 +126,7 @@ class InCap:
     ranges: Callable[[DeviceView, Capability], list[tuple[int, int, str]]] | None = None
 
     def resolve(self, d: DeviceView) -> list[tuple[int, int, str | None]]:
-        out = []
+        out: list[tuple[int, int, str | None]] = []
         for c in d.caps.caps:
             if c.space != self.space or c.id != self.cap_id or not c.kernel_visible:
                 continue
@@ -202,7 +210,7 @@ T1 = frozenset({1})
 RULES: list[Rule] = [
     # ---------------- kernel-exclusive claims ---------------------------------------------
     Rule("cxl-pci-doe-exclusive", "exclusive", "cxl_pci",
-         InCap("ext", 0x2E, 0, 0x18, "DOE mailbox"),
+         InCap("ext", PCI_EXT_CAP_ID_DOE, 0, PCI_DOE_CAP_SIZEOF, "DOE mailbox"),
          "drivers/cxl/pci.c devm_cxl_pci_create_doe(): pci_request_config_region_exclusive(pdev, off, "
          "PCI_DOE_CAP_SIZEOF, ...); added by 487d828d751d 'cxl/doe: Request exclusive DOE access' (v6.2), "
          "removed by af0a6c3587dc 'cxl/pci: Use CDAT DOE mailbox created by PCI core' (v6.4)",
@@ -224,12 +232,12 @@ RULES: list[Rule] = [
          KernelRange("6.18-rc5", None)),
     # ---------------- DOE: managed without a claim ----------------------------------------
     Rule("cxl-pci-doe-managed", "managed", "cxl_pci",
-         InCap("ext", 0x2E, 0, 0x18, "DOE mailbox"),
+         InCap("ext", PCI_EXT_CAP_ID_DOE, 0, PCI_DOE_CAP_SIZEOF, "DOE mailbox"),
          "drivers/cxl/pci.c creates DOE mailboxes with pci_doe_create_mb() for CDAT (v6.0, 6.1) "
          "and makes no reservation before 6.2",
          Match(drivers=frozenset({"cxl_pci"})), KernelRange("6.0-rc1", "6.2-rc1")),
     Rule("pci-doe-managed", "managed", "PCI core",
-         InCap("ext", 0x2E, 0, 0x18, "DOE mailbox"),
+         InCap("ext", PCI_EXT_CAP_ID_DOE, 0, PCI_DOE_CAP_SIZEOF, "DOE mailbox"),
          "drivers/pci/doe.c pci_doe_init(): the PCI core creates a mailbox for every DOE capability at "
          "enumeration (v6.4) and reserves nothing; a user write corrupts an exchange in flight",
          NOT_VFIO, KernelRange("6.4-rc1", None)),
@@ -285,28 +293,28 @@ RULES: list[Rule] = [
          BOUND),
     # ---------------- PCI Express capability ----------------------------------------------------
     Rule("pcie-devctl", "managed", "PCI core",
-         InCap("std", 0x10, 0x08, 2, "Device Control"),
+         InCap("std", PCI_CAP_ID_EXP, 0x08, 2, "Device Control"),
          "drivers/pci/probe.c pcie_set_mps()/pcie_set_readrq() via pci_configure_device(); "
          "pcie/aer.c pci_enable_pcie_error_reporting(); saved by pci_save_pcie_state()",
          NOT_VFIO),
     Rule("pcie-lnkctl", "managed", "PCI core",
-         InCap("std", 0x10, 0x10, 2, "Link Control", when=_has_link),
+         InCap("std", PCI_CAP_ID_EXP, 0x10, 2, "Link Control", when=_has_link),
          "drivers/pci/pcie/aspm.c pcie_config_aspm_dev()/pcie_aspm_configure_common_clock(): ASPM, "
          "common clock and clock PM state is tracked in struct pcie_link_state",
          NOT_VFIO),
     Rule("pcie-sltctl", "managed", "pciehp",
-         InCap("std", 0x10, 0x18, 2, "Slot Control", when=_slot_implemented),
+         InCap("std", PCI_CAP_ID_EXP, 0x18, 2, "Slot Control", when=_slot_implemented),
          "drivers/pci/hotplug/pciehp_hpc.c pcie_write_cmd(): hot-plug interrupts, power and "
          "indicators; pciehp tracks the command in flight", NOT_VFIO),
     Rule("pcie-rtctl", "managed", "PCI core",
-         InCap("std", 0x10, 0x1C, 2, "Root Control", when=_is_root),
+         InCap("std", PCI_CAP_ID_EXP, 0x1C, 2, "Root Control", when=_is_root),
          "drivers/pci/pcie/pme.c pcie_pme_interrupt_enable(); pcie/aer.c (system error enables)", NOT_VFIO),
     Rule("pcie-devctl2", "managed", "PCI core",
-         InCap("std", 0x10, 0x28, 2, "Device Control 2", when=_exp_v2),
+         InCap("std", PCI_CAP_ID_EXP, 0x28, 2, "Device Control 2", when=_exp_v2),
          "drivers/pci/pci.c pci_enable_atomic_ops_to_root(), pci_configure_ari(); pcie/aspm.c LTR enable; "
          "probe.c pci_configure_ltr()/pci_configure_eetlp_prefix(); saved by pci_save_pcie_state()", NOT_VFIO),
     Rule("pcie-lnkctl2", "managed", "PCI core",
-         InCap("std", 0x10, 0x30, 2, "Link Control 2", when=lambda d, c: _exp_v2(d, c) and _has_link(d, c)),
+         InCap("std", PCI_CAP_ID_EXP, 0x30, 2, "Link Control 2", when=lambda d, c: _exp_v2(d, c) and _has_link(d, c)),
          "drivers/pci/pcie/bwctrl.c pcie_set_target_speed() (v6.13); saved by pci_save_pcie_state()", NOT_VFIO),
     # ---------------- power management -----------------------------------------------------------
     Rule("pm-pmcsr", "managed", "PCI core",
@@ -354,7 +362,7 @@ RULES: list[Rule] = [
          "drivers/pci/pcie/aspm.c aspm_calc_l12_info()/pcie_config_aspm_l1ss(); saved by "
          "pci_save_aspm_l1ss_state()", NOT_VFIO),
     Rule("ltr", "managed", "PCI core",
-         InCap("ext", 0x18, 0x04, 4, "Max Snoop/No-Snoop Latency"),
+         InCap("ext", PCI_EXT_CAP_ID_LTR, 0x04, 4, "Max Snoop/No-Snoop Latency"),
          "drivers/pci/pci.c pci_bridge_reconfigure_ltr()/pci_save_ltr_state(); pcie/aspm.c", NOT_VFIO),
     Rule("ptm", "managed", "PCI core",
          InCap("ext", 0x1F, 0x08, 4, "PTM Control"),
@@ -364,7 +372,7 @@ RULES: list[Rule] = [
          "drivers/pci/pci.c pci_rebar_set_size()/pci_restore_rebar_state()", NOT_VFIO),
     # ---------------- CXL DVSECs -----------------------------------------------------------------
     Rule("cxl-dvsec", "managed", "cxl_pci",
-         InCap("ext", 0x23, dvsec_vendor=CXL_VENDOR),
+         InCap("ext", PCI_EXT_CAP_ID_DVSEC, dvsec_vendor=CXL_VENDOR),
          "drivers/cxl/pci.c + drivers/cxl/core/pci.c cxl_dvsec_rr_decode()/cxl_hdm_decode_init(): "
          "Mem_Enable, range registers and lock bits of the CXL device DVSECs",
          Match(drivers=frozenset({"cxl_pci"})), KernelRange("5.12-rc1", None)),
@@ -384,6 +392,7 @@ def evaluate(devices: Iterable[DeviceView], kernel: KernelVersion, rules: list[R
         for rule in rules if rules is not None else RULES:
             for r in rule.regions(d, kernel):
                 if r.kind == "user" and d.cs.config_size:
-                    r = Region(r.bdf, r.start, min(r.length, d.cs.config_size), r.owner, r.kind, r.capability, r.rule, r.source)
+                    r = Region(r.bdf, r.start, min(r.length, d.cs.config_size), r.owner, r.kind, r.capability,
+                               r.rule, r.source)
                 out.append(r)
     return out

@@ -2,7 +2,9 @@
 
 A finding is one (write, region) pair: the write's event fields, the region it overlaps, and
 the kernel's own verdict on the write. :class:`Report` bundles the findings with everything
-a renderer needs (summary counts, the regions for plots, where the trace came from).
+a renderer needs (summary counts, the regions for plots, where the trace came from). The columns
+are defined in :mod:`cfgaudit.analyze.findings`; ``FINDING_COLUMNS``, ``SEVERITY`` and
+``empty_findings`` are re-exported from there.
 """
 from __future__ import annotations
 
@@ -11,46 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..analyze.findings import FINDING_COLUMNS, SEVERITY, empty_findings
+
 __all__ = ["FINDING_COLUMNS", "SEVERITY", "Report", "empty_findings", "by_device", "by_region", "by_process",
            "by_time", "summarize"]
-
-# Column -> pandas dtype, in output order.
-FINDING_COLUMNS: dict[str, str] = {
-    "ts_ns": "int64",            # time of the write, ns
-    "pid": "int64",
-    "tid": "Int64",
-    "uid": "Int64",
-    "comm": "string",
-    "op": "string",              # "write" (or "read" with --reads)
-    "bdf": "string",
-    "offset": "int64",           # first byte written, bytes
-    "size": "int64",             # bytes written
-    "data": "string",            # hex of the bytes written, file order
-    "via": "string",             # sysfs | procfs | vfio | ioport | devmem | unknown
-    "ret": "Int64",              # bytes done or -errno
-    "region_start": "int64",     # bytes
-    "region_length": "int64",    # bytes
-    "owner": "string",
-    "kind": "string",            # exclusive | managed | user
-    "capability": "string",
-    "rule": "string",
-    "source": "string",          # kernel source the rule models
-    "kernel_taints": "bool",     # the kernel would add TAINT_USER for this write
-    "kernel_logs": "bool",       # ... and print its once-per-boot warning
-    "kernel_message": "string",  # that warning, as dmesg would show it
-    "allowed_by": "string",      # a user region covering the write (then not a finding to fail on)
-    "severity": "string",        # error (exclusive) | warning (managed) | note (allowed)
-    "old_value": "string",       # hex of the bytes before the write, when known
-    "changed_bits": "string",    # hex mask of the bits the write changed, when known
-    "doe": "string",             # DOE protocol sense for writes into a DOE mailbox
-    "verdict_note": "string",    # caveats on the kernel verdict for this release/path
-    "event_index": "int64",      # position of the write in the trace (0-based)
-}
-SEVERITY = {"exclusive": "error", "managed": "warning", "user": "note"}
-
-
-def empty_findings() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in FINDING_COLUMNS.items()})
 
 
 @dataclass

@@ -1,0 +1,124 @@
+"""Regions as sorted numpy arrays, and the overlap join of events against them.
+
+Devices get codes (their position in the sorted list of BDFs); regions are sorted by (device
+code, start). A write ``[offset, offset+size-1]`` overlaps a region ``[start, start+length-1]``
+when they intersect. The join factorises events into distinct (device, offset, size) triples,
+matches each triple against its device's regions once, and expands the matches back to events:
+no Python loop touches every event. Offsets, sizes and lengths are bytes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..pci_regs import PCI_CFG_SPACE_EXP_SIZE
+from ..regions import Region, RegistryResult
+from ..regions.registry import KINDS
+
+__all__ = ["RegionIndex", "KIND_CODE", "REGION_ATTRS", "MAX_OFF", "MAX_SIZE"]
+
+KIND_CODE: dict[str, int] = {k: i for i, k in enumerate(KINDS)}  # exclusive 0, managed 1, user 2
+REGION_ATTRS = ("owner", "kind", "capability", "rule", "source")  # string attributes, as Arrow dictionaries
+MAX_OFF = (1 << 24) - 1  # offsets are clipped to 24 bits in the join key (bytes)
+MAX_SIZE = (1 << 16) - 1  # sizes are clipped to 16 bits in the join key (bytes)
+_EMPTY = np.empty(0, np.int64)
+
+
+class RegionIndex:
+    """The regions of a registry as arrays sorted by (device code, start).
+
+    ``bdfs``: every device with regions or config space, sorted (a device's code is its position);
+    ``dev``, ``start``, ``end`` (inclusive, clipped), ``length``, ``kind`` (:data:`KIND_CODE`): per
+    region; ``dictionaries``: :data:`REGION_ATTRS` per region as Arrow string arrays (findings take
+    indices into them); ``cfg_size``: per device, the size the kernel gives its config space
+    (bytes); ``driver``: per device, the bound driver or ``None``.
+    """
+
+    def __init__(self, res: RegistryResult) -> None:
+        regs = res.registry.regions()
+        self.bdfs: list[str] = sorted({r.bdf for r in regs} | {v.cs.bdf for v in res.views})
+        self.dev_code: dict[str, int] = {b: i for i, b in enumerate(self.bdfs)}
+        code = self.dev_code
+        self.regions: list[Region] = sorted(regs, key=lambda r: (code[r.bdf], r.start))
+        rs = self.regions
+        self.dev = np.array([code[r.bdf] for r in rs], dtype=np.int64)
+        self.start = np.array([r.start for r in rs], dtype=np.int64)
+        self.end = np.array([min(r.end, MAX_OFF + MAX_SIZE) for r in rs], dtype=np.int64)
+        self.length = np.array([r.length for r in rs], dtype=np.int64)
+        self.kind = np.array([KIND_CODE[r.kind] for r in rs], dtype=np.int8)
+        self.dictionaries: dict[str, pa.Array] = {
+            name: pa.array([getattr(r, name) for r in rs], type=pa.string()) for name in REGION_ATTRS}
+        ndev = len(self.bdfs)
+        self.dev_begin = np.searchsorted(self.dev, np.arange(ndev), side="left")
+        self.dev_count = np.searchsorted(self.dev, np.arange(ndev), side="right") - self.dev_begin
+        views = {v.cs.bdf: v for v in res.views}
+        self.cfg_size = np.array([(views[b].cs.config_size or PCI_CFG_SPACE_EXP_SIZE) if b in views
+                                  else PCI_CFG_SPACE_EXP_SIZE for b in self.bdfs], dtype=np.int64)
+        self.driver: list[str | None] = [views[b].cs.driver if b in views else None for b in self.bdfs]
+        self.user: list[Region] = [r for r in rs if r.kind == "user"]
+
+    def device_codes(self, bdf: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Device code per event (-1: a device without regions or config space), through the
+        chunk's own dictionary of BDF strings."""
+        enc = pc.dictionary_encode(bdf)
+        enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+        lut = np.array([self.dev_code.get(b, -1) for b in enc.dictionary.to_pylist()] + [-1], dtype=np.int64)
+        idx = enc.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False)
+        return lut[idx]
+
+    def join(self, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray,
+             size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(event row, region index) pairs for every overlap of the events ``sel`` (chunk rows,
+        ascending), ordered by event then region start; zero-length accesses overlap nothing."""
+        if sel.size == 0 or self.dev.size == 0:
+            return _EMPTY, _EMPTY
+        d, o, s = dev[sel], np.minimum(offset[sel], MAX_OFF), np.minimum(size[sel], MAX_SIZE)
+        keys = (d << 40) | (o << 16) | s
+        codes, uniq = pd.factorize(keys, sort=False)
+        uo, us = (uniq >> 16) & MAX_OFF, uniq & MAX_SIZE
+        # every unique triple against every region of its device
+        cnt = self.dev_count[uniq >> 40]
+        u_rep = np.repeat(np.arange(uniq.size), cnt)
+        first = np.repeat(self.dev_begin[uniq >> 40] - np.concatenate(([0], np.cumsum(cnt)[:-1])), cnt)
+        r = first + np.arange(u_rep.size)
+        lo, hi = uo[u_rep], uo[u_rep] + us[u_rep] - 1
+        hit = (self.start[r] <= hi) & (self.end[r] >= lo) & (us[u_rep] > 0)
+        pu, pr = u_rep[hit], r[hit]
+        # CSR over unique triples, expanded back to events
+        pc_cnt = np.bincount(pu, minlength=uniq.size)
+        ptr = np.concatenate(([0], np.cumsum(pc_cnt)))
+        ev_cnt = pc_cnt[codes]
+        if ev_cnt.sum() == 0:
+            return _EMPTY, _EMPTY
+        ev_rows = np.repeat(sel, ev_cnt)
+        starts = np.repeat(ptr[codes] - np.concatenate(([0], np.cumsum(ev_cnt)[:-1])), ev_cnt)
+        return ev_rows, pr[starts + np.arange(ev_rows.size)]
+
+    def allowed(self, rows_ev: np.ndarray, rows_reg: np.ndarray, dev: np.ndarray, offset: np.ndarray,
+                size: np.ndarray) -> np.ndarray:
+        """Per (event, region) pair: the owner of the first user region (in index order) that
+        covers the bytes the event writes inside the region, or ``None`` (an object array)."""
+        out = np.full(rows_ev.size, None, dtype=object)
+        if not self.user:
+            return out
+        o = offset[rows_ev]
+        e = o + size[rows_ev] - 1
+        lo = np.maximum(o, self.start[rows_reg])
+        hi = np.minimum(e, self.end[rows_reg])
+        d = dev[rows_ev]
+        for u in self.user:
+            m = (d == self.dev_code[u.bdf]) & (u.start <= lo) & (u.end >= hi) & pd.isna(out)
+            out[m] = u.owner
+        return out
+
+    def region_columns(self, rows_reg: np.ndarray) -> dict[str, pa.Array]:
+        """The region columns of the findings for the regions ``rows_reg`` (indices into the index):
+        ``region_start``, ``region_length`` (bytes) and :data:`REGION_ATTRS` dictionary-encoded."""
+        ri = pa.array(rows_reg.astype(np.int32))
+        cols: dict[str, pa.Array] = {"region_start": pa.array(self.start[rows_reg]),
+                                     "region_length": pa.array(self.length[rows_reg])}
+        for name in REGION_ATTRS:
+            cols[name] = pa.DictionaryArray.from_arrays(ri, self.dictionaries[name])
+        return cols
