@@ -33,12 +33,12 @@ BPF_C = os.path.join(ROOT, "src", "cfgaudit", "bpf", "cfgaudit_syscalls.bpf.c")
 
 EMPTY_HOLDER = r'''
 import re, signal, sys, time
-sys.path.append("/usr/lib/python3/dist-packages")
-from bcc import BPF
+from cfgaudit.probes.bccutil import import_bcc
 src = open(sys.argv[1]).read()
 tps = re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", src)
-text = "#include <linux/fs.h>\n" + "\n".join(f"TRACEPOINT_PROBE({c}, {e}) {{ return 0; }}" for c, e in dict.fromkeys(tps))
-b = BPF(text=text)
+text = "#include <linux/fs.h>\n" + "\n".join(f"TRACEPOINT_PROBE({c}, {e}) {{ return 0; }}"
+                                           for c, e in dict.fromkeys(tps))
+b = import_bcc().BPF(text=text)
 print(f"attached {len(set(tps))} empty programs", flush=True)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 while True:
@@ -47,12 +47,10 @@ while True:
 
 
 def fake_tree(root: str) -> str:
-    from helpers import make_fake_sysfs
-    from cfgaudit.regions import load_lspci_dump
+    """A fake sysfs tree (regular files) with the QEMU CXL device: the tests' own (tests/support)."""
+    from support import make_fake_tree
 
-    (cs,) = load_lspci_dump(os.path.join(ROOT, "tests", "data", "dumps", "qemu-6.1", "lspci-xxxx_0000_0d_00.0.txt"))
-    cs.driver, cs.config_size = "cxl_pci", 4096
-    return make_fake_sysfs(root, [cs])
+    return make_fake_tree(root)["sysfs"]
 
 
 def start(cmd: list[str], ready: str) -> subprocess.Popen:
@@ -126,14 +124,16 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     for output in (None, os.path.join(tmp, "b.jsonl"), os.path.join(tmp, "b.parquet")):
         r = burst(tree, a.burst, output)
-        lines.append(f"| {a.burst:,} | {os.path.basename(r['output'])} | {r['writes']:,} ({100 * r['writes'] / a.burst:.1f}%) "
+        share = 100 * r["writes"] / a.burst
+        lines.append(f"| {a.burst:,} | {os.path.basename(r['output'])} | {r['writes']:,} ({share:.1f}%) "
                      f"| {r['lost']:,} | {r['writes'] + r['lost']:,} | {r['secs']:.2f} s |")
         print(lines[-1], flush=True)
     o = overhead(a.dd, a.rounds)
     lines += ["", f"dd bs=1 count={a.dd:,} to an unrelated file (median of {a.rounds}):", "",
               "| tracer | time | vs none | vs empty BPF |", "|---|---|---|---|"]
     for k, v in o.items():
-        lines.append(f"| {k} | {v:.3f} s | {100 * (v / o['none'] - 1):+.1f}% | {100 * (v / o['empty BPF'] - 1):+.1f}% |")
+        vs_none, vs_empty = 100 * (v / o["none"] - 1), 100 * (v / o["empty BPF"] - 1)
+        lines.append(f"| {k} | {v:.3f} s | {vs_none:+.1f}% | {vs_empty:+.1f}% |")
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.join(ROOT, "bench-out"), exist_ok=True)
     with open(os.path.join(ROOT, "bench-out", "live.md"), "w") as fh:

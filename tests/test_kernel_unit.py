@@ -9,8 +9,10 @@ import pytest
 
 from cfgaudit import probes
 from cfgaudit.errors import BackendError
-from cfgaudit.events import RECORD_TYPES, record_size
+from cfgaudit.events import KERNEL_VIAS, RECORD_TYPES, c_header, record_size
+from cfgaudit.hostpaths import HostPaths
 from cfgaudit.probes import kernel
+from cfgaudit.probes.session import table_events
 
 PROG = os.path.join(os.path.dirname(__file__), "..", "src", "cfgaudit", "bpf", "cfgaudit_kernel.bpf.c")
 
@@ -91,42 +93,55 @@ def test_detect_without_root(monkeypatch) -> None:
 
 def test_detect_names_missing_accessors(monkeypatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(kernel, "ensure_tracefs", lambda: None)
-    monkeypatch.setattr(kernel, "kprobes_available", lambda: None)
-    monkeypatch.setattr(kernel, "import_bcc", lambda: object())
-    monkeypatch.setattr(kernel, "kernel_headers", lambda: "/x")
-    monkeypatch.setattr(kernel, "attachable_text", lambda: "pci_user_write_config_byte\n")
+    monkeypatch.setattr(kernel, "kprobes_available", lambda tracefs=None: None)
+    monkeypatch.setattr(kernel, "bcc_problem", lambda: None)
+    monkeypatch.setattr(kernel, "headers_problem", lambda: None)
+    monkeypatch.setattr(kernel, "tracefs_problem", lambda *a, **k: None)
+    monkeypatch.setattr(kernel, "attachable_text", lambda paths: "pci_user_write_config_byte\n")
     why = kernel.detect_kernel()
     assert "pci_user_write_config_word" in why and "pci_user_write_config_dword" in why
-    monkeypatch.setattr(kernel, "attachable_text", lambda: AFF)
+    monkeypatch.setattr(kernel, "attachable_text", lambda paths: AFF)
     assert kernel.detect_kernel() is None
+
+
+def test_attachable_text_from_tracefs_else_kallsyms(tmp_path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "kallsyms").write_text(KALLSYMS)
+    tracing = tmp_path / "tracing"
+    paths = HostPaths(proc=str(tmp_path / "proc"), tracefs=(str(tracing),))
+    assert kernel.attachable_text(paths) == KALLSYMS  # tracefs not mounted
+    (tracing / "events").mkdir(parents=True)
+    (tracing / "available_filter_functions").write_text(AFF)
+    assert kernel.attachable_text(paths) == AFF
 
 
 def test_auto_prefers_kernel_then_syscalls(monkeypatch) -> None:
     assert probes.LIVE_ORDER[0] == "kernel" and "syscalls" in probes.LIVE_ORDER
     calls = []
     fake = dict(probes.BACKENDS)
-    fake["kernel"] = probes.Backend("kernel", "", True, lambda: calls.append("k") or "no kprobes", lambda o: None)
-    fake["syscalls"] = probes.Backend("syscalls", "", True, lambda: calls.append("s") or None, lambda o: None)
+    fake["kernel"] = probes.Backend("kernel", "", True, lambda p: calls.append("k") or "no kprobes", lambda o: None)
+    fake["syscalls"] = probes.Backend("syscalls", "", True, lambda p: calls.append("s") or None, lambda o: None)
     monkeypatch.setattr(probes, "BACKENDS", fake)
     assert probes.pick_backend("auto").name == "syscalls" and calls == ["k", "s"]
-    fake["kernel"] = probes.Backend("kernel", "", True, lambda: None, lambda o: None)
+    fake["kernel"] = probes.Backend("kernel", "", True, lambda p: None, lambda o: None)
     assert probes.pick_backend("auto").name == "kernel"
 
 
 # ------------------------------------------------------------------------- records
 def _c_define(name: str) -> int:
-    with open(PROG) as fh:
-        m = re.search(rf"^#define {name} (\d+)", fh.read(), re.M)
+    m = re.search(rf"^#define {name} (\d+)", c_header(), re.M)
     assert m, name
     return int(m[1])
 
 
 def test_program_constants_match_python() -> None:
-    assert _c_define("DEV_NAME_MAX") == kernel.DEV_NAME_MAX
+    """The via codes, verdicts and the device-name tail come from events.py through the
+    generated header; the program uses them and keeps no copies."""
+    assert _c_define("CFGAUDIT_DEV_NAME_MAX") == kernel.DEV_NAME_MAX
     for code, via in kernel.VIA_CODES.items():
-        assert _c_define(f"KV_{via.upper()}") == code
-    assert kernel.KERNEL_RECORD_SIZE == record_size() + kernel.DEV_NAME_MAX
+        assert _c_define(f"KV_{via.upper()}") == code == KERNEL_VIAS[f"KV_{via.upper()}"]
+    assert {_c_define(f"KVERDICT_{v}") for v in ("NONE", "FALSE", "TRUE")} == set(kernel.VERDICTS)
+    assert kernel.KERNEL_RECORD_SIZE == record_size("kernel") == record_size() + kernel.DEV_NAME_MAX
     with open(PROG) as fh:
         src = fh.read()
     for ap in kernel.ATTACH_POINTS:  # every probe function exists in the program
@@ -175,7 +190,7 @@ def test_decode_filters_and_drops() -> None:
 def test_events_equal_syscall_rows() -> None:
     """A kernel record decodes to the row the syscall backend makes for the same pwrite."""
     t, _ = kernel.decode_kernel_records(_rec(ts_ns=5, offset=0x18e, size=4, ret=4, data=b"\x01\x02\x03\x04"))
-    ev = kernel.table_events(t)[0]
+    ev = table_events(t)[0]
     assert (ev.bdf, ev.offset, ev.size, ev.data, ev.via, ev.ret, ev.op) == \
         ("0000:0d:00.0", 0x18e, 4, "01020304", "sysfs", 4, "write")
 

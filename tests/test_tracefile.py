@@ -8,14 +8,16 @@ import stat
 import pyarrow as pa
 import pytest
 
-from cfgaudit import api
+import cfgaudit
 from cfgaudit.errors import InputError
 from cfgaudit.events import ConfigAccess
-from cfgaudit.probes.replay import ReplaySource
-from cfgaudit.probes.tracefile import TraceReader, TraceWriter, make_header
-from common import CXL_BDF, QEMU_CXL, run_cli
+from cfgaudit.probes import BACKENDS, ReplayOptions
+from cfgaudit.probes.session import Notice, Session
+from cfgaudit.probes.tracefile import TRACE_FORMATS, TraceReader, TraceWriter, make_header, trace_kind
+from support import CXL_BDF, QEMU_CXL, run_cli
 
-EV = dict(ts_ns=1, pid=7, comm="setpci", op="write", bdf=CXL_BDF, offset=0x198, size=4, data="00000000", via="sysfs", ret=4)
+EV = dict(ts_ns=1, pid=7, comm="setpci", op="write", bdf=CXL_BDF, offset=0x198, size=4, data="00000000", via="sysfs",
+          ret=4)
 
 
 def _lines(tmp_path, lines: list[str], name: str = "t.jsonl") -> str:
@@ -104,8 +106,9 @@ def test_parquet_roundtrip_and_metadata(tmp_path) -> None:
         w.write_table(t)
     w.close()
     assert stat.S_IMODE(os.stat(j).st_mode) == 0o600
-    a = api.analyze(p, api.Sources(lspci_dumps=[QEMU_CXL], drivers=["0d:00.0=cxl_pci"]), kernel="6.2.0")
-    b = api.analyze(j, api.Sources(lspci_dumps=[QEMU_CXL], drivers=["0d:00.0=cxl_pci"]), kernel="6.2.0")
+    src = cfgaudit.Sources(lspci_dumps=[QEMU_CXL], drivers=["0d:00.0=cxl_pci"])
+    a = cfgaudit.analyze_traces(p, src, kernel="6.2.0")
+    b = cfgaudit.analyze_traces(j, src, kernel="6.2.0")
     assert len(a) == len(b) == 70000 and a.equals(b)
 
 
@@ -120,10 +123,10 @@ def test_jsonl_writer_flushes_as_it_goes(tmp_path) -> None:
 
 def test_load_trace_dataframe_and_replay_pacing(tmp_path) -> None:
     p = _lines(tmp_path, [_ev(ts_ns=0), _ev(ts_ns=1_000_000_000), _ev(ts_ns=3_000_000_000)])
-    df = api.load_trace(p)
+    df = cfgaudit.load_trace(p)
     assert list(df["ts_ns"]) == [0, 1_000_000_000, 3_000_000_000]
     slept: list[float] = []
-    rs = ReplaySource([p], speed=2.0, sleep=slept.append)
+    rs = BACKENDS["replay"].open(ReplayOptions(paths=[p], speed=2.0, sleep=slept.append))
     assert [ts for ts, _ in rs.paced()] == [0, 1_000_000_000, 3_000_000_000]
     assert slept == [0.5, 1.0]
 
@@ -158,3 +161,66 @@ def test_columnwise_jsonl_equals_row_by_row() -> None:
         assert jsonl_text(t) == _jsonl_rows(t).replace("\\u00fc", "ü")
     t = _conform(_rows_table([dict(EV, comm='q"\\x')]))
     assert json.loads(jsonl_text(t))["comm"] == 'q"\\x'
+
+
+# ------------------------------------------------------------------------- the formats table
+@pytest.mark.parametrize("name,fmt", [("a.jsonl", "jsonl"), ("A.JSONL", "jsonl"), ("t.ndjson", "jsonl"),
+                                      ("trace", "jsonl"), ("x.txt", "jsonl"), ("t.parquet", "parquet"),
+                                      ("T.PQ", "parquet")])
+def test_format_is_found_by_extension(name, fmt) -> None:
+    assert trace_kind(name) == fmt
+    assert trace_kind(name) in TRACE_FORMATS
+
+
+def test_every_format_has_a_distinct_extension() -> None:
+    exts = [e for f in TRACE_FORMATS.values() for e in f.extensions]
+    assert len(exts) == len(set(exts)) and all(e == e.lower() and e.startswith(".") for e in exts)
+    for name, f in TRACE_FORMATS.items():
+        assert f.name == name and f.help and f.reader.kind == name and f.writer.kind == name
+        assert trace_kind("x" + f.extensions[0]) == name
+
+
+@pytest.mark.parametrize("fmt", sorted(TRACE_FORMATS))
+def test_each_format_round_trips(tmp_path, fmt) -> None:
+    """Rows and tables written through a row's writer come back through its reader, with the
+    header and the footer; TraceReader/TraceWriter pick the row's classes from the name."""
+    row = TRACE_FORMATS[fmt]
+    p = str(tmp_path / ("t" + row.extensions[0]))
+    w = TraceWriter(p, make_header(kernel_release="6.2.0", host="h"))
+    assert type(w) is row.writer
+    w.write(ConfigAccess(**EV))
+    w.write(dict(EV, ts_ns=2, kernel_verdict=True, data=None))
+    w.write_table(pa.Table.from_pylist([dict(EV, ts_ns=3, comm="cfgpoke")]))
+    w.close({"lost": 4})
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    r = TraceReader(p)
+    assert type(r) is row.reader and r.kind == fmt
+    rows = [e for t in r.tables() for e in t.to_pylist()]
+    assert [(e["ts_ns"], e["comm"], e["data"], e["kernel_verdict"]) for e in rows] == \
+        [(1, "setpci", "00000000", None), (2, "setpci", None, True), (3, "cfgpoke", "00000000", None)]
+    assert r.header["kernel_release"] == "6.2.0" and r.header["host"] == "h"
+    assert r.footer["lost"] == 4 and r.footer["events"] == 3
+
+
+# ------------------------------------------------------------------------- replay as a session
+def test_replay_is_a_session(tmp_path) -> None:
+    note = json.dumps({"record": "unmediated", "ts_ns": 5, "pid": 7, "comm": "x", "what": "iopl(3)", "via": "ioport"})
+    h = json.dumps(make_header()) + "\n"
+    f = json.dumps({"record": "footer", "events": 3, "lost": 2}) + "\n"
+    a = _lines(tmp_path, [h, _ev(ts_ns=1), note + "\n", _ev(ts_ns=2), f], "a.jsonl")
+    b = _lines(tmp_path, [_ev(ts_ns=3), _ev(ts_ns=4)], "b.jsonl")
+    with BACKENDS["replay"].open(ReplayOptions(paths=[a, b])) as s:
+        assert isinstance(s, Session) and s.name == "replay"
+        s.start()
+        first = s.poll()
+        assert first.events.column("ts_ns").to_pylist() == [1, 2]
+        assert first.notices == [Notice(5, 7, "x", "iopl(3)", "ioport")]
+        rest = s.drain()
+        assert rest.events.column("ts_ns").to_pylist() == [3, 4] and rest.notices == []
+        assert s.poll().is_empty()
+        st = s.stats()
+        assert (st.lost, st.skipped) == (2, 0)
+    with pytest.raises(InputError, match="no trace file"):
+        BACKENDS["replay"].open(ReplayOptions(paths=[]))
+    with pytest.raises(InputError, match="--speed"):
+        BACKENDS["replay"].open(ReplayOptions(paths=[a], speed=-1))

@@ -7,10 +7,9 @@ traces, since boot); ``ret`` is bytes done or ``-errno``.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 
@@ -134,11 +133,13 @@ __all__.append("field_names")
 
 
 # ------------------------------------------------------------------------------------------
-# The kernel-to-user record of the live backends (bpf/cfgaudit_event.h is generated from this)
+# The kernel-to-user records of the live backends (bpf/cfgaudit_event.h is generated from these
+# tables; probes/bccutil.record_dtype() builds the numpy dtypes from the same tables)
 # ------------------------------------------------------------------------------------------
 # (C name, C type, array length or 0, what it holds). Order = layout; sizes are natural so the
-# C struct has no padding (checked by tests against ctypes).
-RECORD_FIELDS: tuple[tuple[str, str, int, str], ...] = (
+# C structs have no padding (checked by tests against numpy and by _Static_assert in the header).
+RecordField = tuple[str, str, int, str]
+RECORD_FIELDS: tuple[RecordField, ...] = (
     ("ts_ns", "__u64", 0, "bpf_ktime_get_ns() at the syscall's exit, ns since boot"),
     ("offset", "__s64", 0, "file position of the first byte (bytes); -1 when unknown"),
     ("ret", "__s64", 0, "syscall return value: bytes done or -errno"),
@@ -148,40 +149,88 @@ RECORD_FIELDS: tuple[tuple[str, str, int, str], ...] = (
     ("tid", "__u32", 0, "thread ID"),
     ("uid", "__u32", 0, "real user ID"),
     ("fd", "__s32", 0, "file descriptor"),
-    ("aux", "__u32", 0, "DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*)"),
+    ("aux", "__u32", 0, "DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*); kernel: via | verdict << 8"),
     ("type", "__u16", 0, "EV_* record type"),
     ("data_len", "__u16", 0, "bytes of data captured"),
     ("comm", "char", 16, "task comm"),
     ("data", "__u8", 64, "the first bytes written or read"),
 )
+DATA_MAX = 64  # bytes of data in a record
 RECORD_PATH_MAX = 256  # bytes of path after the record, in OPEN records
+DEV_NAME_MAX = 32  # bytes of device name after the record, in kernel-program records
 RECORD_TYPES = {"EV_WRITE": 1, "EV_READ": 2, "EV_OPEN": 3, "EV_CLOSE": 4, "EV_DUP": 5, "EV_UNMEDIATED": 6,
                 "EV_EXIT": 7}
 UNMEDIATED_KINDS = {"UM_IOPERM": 1, "UM_IOPL": 2, "UM_DEVMEM": 3, "UM_DEVPORT": 4}
-DATA_MAX = 64
+# kernel program: aux = via (KV_*) | verdict (KVERDICT_*) << 8
+KERNEL_VIAS = {"KV_UNKNOWN": 0, "KV_SYSFS": 1, "KV_PROCFS": 2, "KV_VFIO": 3}
+KERNEL_VERDICTS = {"KVERDICT_NONE": 0, "KVERDICT_FALSE": 1, "KVERDICT_TRUE": 2}  # resource_is_exclusive()
 _C_SIZES = {"__u64": 8, "__s64": 8, "__u32": 4, "__s32": 4, "__u16": 2, "__u8": 1, "char": 1}
 
 
-def record_size() -> int:
-    """Bytes of one record (without the OPEN path)."""
-    return sum(_C_SIZES[t] * (n or 1) for _, t, n, _ in RECORD_FIELDS)
+@dataclass(frozen=True)
+class RecordLayout:
+    """One record variant: ``struct <c_name>`` = the base record (``ev``), then ``tail``."""
+
+    c_name: str
+    tail: tuple[RecordField, ...]
+    doc: str
+
+
+RECORD_LAYOUTS: dict[str, RecordLayout] = {
+    "event": RecordLayout("cfgaudit_event", (), "every record (the only one of most record types)"),
+    "open": RecordLayout("cfgaudit_open_event", (
+        ("path", "char", RECORD_PATH_MAX, "the path as the process passed it"),),
+        "syscalls program: OPEN records and UNMEDIATED opens of /dev/mem, /dev/port"),
+    "kernel": RecordLayout("cfgaudit_kernel_event", (
+        ("dev", "char", DEV_NAME_MAX, "the device's name, DDDD:BB:DD.F (its kobject name); empty: unknown"),),
+        "kernel program: every record"),
+}
+
+
+def record_fields(layout: str = "event") -> tuple[RecordField, ...]:
+    """Every field of a record variant in layout order (the base record's, then its tail)."""
+    return RECORD_FIELDS + RECORD_LAYOUTS[layout].tail
+
+
+def record_size(layout: str = "event") -> int:
+    """Bytes of one record of the variant ``layout`` (``event``: without any tail)."""
+    return sum(_C_SIZES[t] * (n or 1) for _, t, n, _ in record_fields(layout))
+
+
+def _c_field(f: RecordField) -> str:
+    name, ctype, n, doc = f
+    return f"\t{ctype} {name}{f'[{n}]' if n else ''};\t/* {doc} */"
 
 
 def c_header() -> str:
-    """The text of bpf/cfgaudit_event.h."""
-    lines = ["/* Generated from src/cfgaudit/events.py (RECORD_FIELDS); do not edit by hand.",
+    """The text of bpf/cfgaudit_event.h: constants, every record variant, size checks."""
+    lines = ["/* Generated from src/cfgaudit/events.py (RECORD_FIELDS, RECORD_LAYOUTS); do not edit by hand.",
              " * tests/test_live_unit.py fails when this file and events.py drift apart. */",
              "#ifndef CFGAUDIT_EVENT_H", "#define CFGAUDIT_EVENT_H", ""]
-    lines += [f"#define {k} {v}" for k, v in RECORD_TYPES.items()]
-    lines += [f"#define {k} {v}" for k, v in UNMEDIATED_KINDS.items()]
+    for table in (RECORD_TYPES, UNMEDIATED_KINDS, KERNEL_VIAS, KERNEL_VERDICTS):
+        lines += [f"#define {k} {v}" for k, v in table.items()]
     lines += [f"#define CFGAUDIT_DATA_MAX {DATA_MAX}", f"#define CFGAUDIT_PATH_MAX {RECORD_PATH_MAX}",
-              f"#define CFGAUDIT_RECORD_SIZE {record_size()}", "", "struct cfgaudit_event {"]
-    for name, ctype, n, doc in RECORD_FIELDS:
-        lines.append(f"\t{ctype} {name}{f'[{n}]' if n else ''};\t/* {doc} */")
-    lines += ["};", "", "struct cfgaudit_open_event {", "\tstruct cfgaudit_event ev;",
-              f"\tchar path[CFGAUDIT_PATH_MAX];\t/* the path as the process passed it */", "};", "",
-              "#endif", ""]
+              f"#define CFGAUDIT_DEV_NAME_MAX {DEV_NAME_MAX}"]
+    for name in RECORD_LAYOUTS:
+        lines.append(f"#define {_size_macro(name)} {record_size(name)}")
+    for name, lay in RECORD_LAYOUTS.items():
+        lines += ["", f"/* {lay.doc} */", f"struct {lay.c_name} {{"]
+        if name == "event":
+            lines += [_c_field(f) for f in RECORD_FIELDS]
+        else:
+            lines += ["\tstruct cfgaudit_event ev;"] + [_c_field(f) for f in lay.tail]
+        lines.append("};")
+    lines.append("")
+    for name, lay in RECORD_LAYOUTS.items():
+        lines.append(f'_Static_assert(sizeof(struct {lay.c_name}) == {_size_macro(name)}, "{lay.c_name} layout");')
+    lines += ["", "#endif", ""]
     return "\n".join(lines)
 
 
-__all__ += ["RECORD_FIELDS", "RECORD_TYPES", "UNMEDIATED_KINDS", "record_size", "c_header", "DATA_MAX"]
+def _size_macro(layout: str) -> str:
+    return "CFGAUDIT_RECORD_SIZE" if layout == "event" else f"CFGAUDIT_{layout.upper()}_RECORD_SIZE"
+
+
+__all__ += ["RECORD_FIELDS", "RECORD_TYPES", "UNMEDIATED_KINDS", "KERNEL_VIAS", "KERNEL_VERDICTS", "RecordLayout",
+            "RECORD_LAYOUTS", "record_fields", "record_size", "c_header", "DATA_MAX", "RECORD_PATH_MAX",
+            "DEV_NAME_MAX"]

@@ -14,41 +14,16 @@
  *       call inside a traced write counts): the kernel's own verdict for that write.
  *   pci_read_config / proc_bus_pci_read (return), with TRACE_READS: the bytes read.
  *
- * -D constants: TARGET_PID, FOLLOW, TRACE_READS, RINGBUF_PAGES (as the syscall program).
- * Record: struct cfgaudit_event (cfgaudit_event.h, generated from events.RECORD_FIELDS)
- * followed by the device name (struct device's kobject name, "DDDD:BB:DD.F"). In it:
- *   aux = via (KV_*) | verdict << 8 (0: no resource_is_exclusive call seen, 1: false, 2: true)
+ * Compiled after cfgaudit_common.bpf.h (the ring buffer, lost counting, the follow filter, the
+ * record fill, the -D constants TARGET_PID, FOLLOW, TRACE_READS, RINGBUF_PAGES).
+ * Record: struct cfgaudit_kernel_event (cfgaudit_event.h, generated from events.py): the base
+ * record, then the device name (struct device's kobject name, "DDDD:BB:DD.F"). In it:
+ *   aux = via (KV_*) | verdict (KVERDICT_*) << 8 (NONE: no resource_is_exclusive call seen)
  *   file_id = the call's sequence number; fd = -1.
  */
-#include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <linux/fs.h>
 #include <linux/pci.h>
-#include "cfgaudit_event.h"
-
-#ifndef TARGET_PID
-#define TARGET_PID 0
-#endif
-#ifndef FOLLOW
-#define FOLLOW 0
-#endif
-#ifndef TRACE_READS
-#define TRACE_READS 0
-#endif
-#ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 1024
-#endif
-#define DEV_NAME_MAX 32
-
-#define KV_UNKNOWN 0
-#define KV_SYSFS 1
-#define KV_PROCFS 2
-#define KV_VFIO 3
-
-struct kernel_event {
-	struct cfgaudit_event ev;
-	char dev[DEV_NAME_MAX];
-};
+#include "cfgaudit_common.bpf.h"
 
 /* one user write or read in flight in this thread (inside pci_write_config & co.) */
 struct call {
@@ -63,81 +38,39 @@ struct call {
 	u32 have_dev;
 	u32 pad;
 	u8 data[CFGAUDIT_DATA_MAX];
-	char dev[DEV_NAME_MAX];
+	char dev[CFGAUDIT_DEV_NAME_MAX];
 };
 
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(lost, u64, 1);
-BPF_ARRAY(next_id, u64, 1);
 BPF_PERCPU_ARRAY(scratch, struct call, 1);
 BPF_HASH(inflight, u32, struct call, 16384);
-BPF_HASH(traced, u32, u8, 16384);       /* FOLLOW: the thread groups being traced */
-
-static __always_inline int wanted(void)
-{
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (FOLLOW)
-		return traced.lookup(&tgid) != NULL;
-	if (TARGET_PID)
-		return tgid == TARGET_PID;
-	return 1;
-}
-
-static __always_inline void count_lost(void)
-{
-	int zero = 0;
-	u64 *n = lost.lookup(&zero);
-	if (n)
-		(*n)++;
-}
-
-static __always_inline void fill(struct cfgaudit_event *e, u16 type)
-{
-	u64 id = bpf_get_current_pid_tgid();
-	e->ts_ns = bpf_ktime_get_ns();
-	e->pid = id >> 32;
-	e->tid = (u32)id;
-	e->uid = (u32)bpf_get_current_uid_gid();
-	e->fd = -1;
-	e->type = type;
-	e->file_id = 0;
-	e->offset = -1;
-	e->ret = 0;
-	e->size = 0;
-	e->aux = 0;
-	e->data_len = 0;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-}
 
 static __always_inline void copy_dev_name(char *out, struct pci_dev *dev)
 {
 	const char *name = NULL;
 	bpf_probe_read_kernel(&name, sizeof(name), &dev->dev.kobj.name);
 	if (name)
-		bpf_probe_read_kernel_str(out, DEV_NAME_MAX, name);
+		bpf_probe_read_kernel_str(out, CFGAUDIT_DEV_NAME_MAX, name);
 }
 
 /* ---------------------------------------------------------------- the outer calls */
 
 static __always_inline int begin(u32 via, u32 op, s64 off, u64 count, u64 buf, const char *kname)
 {
-	if (!wanted())
+	if (!wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	int zero = 0;
 	struct call *c = scratch.lookup(&zero);
 	if (!c)
 		return 0;
 	__builtin_memset(c, 0, sizeof(*c));
-	u64 *next = next_id.lookup(&zero);
-	if (next)
-		c->id = __sync_fetch_and_add(next, 1) + 1;
+	c->id = new_id();
 	c->via = via;
 	c->op = op;
 	c->off = off;
 	c->count = count;
 	c->buf = buf;
 	if (kname) {
-		bpf_probe_read_kernel_str(c->dev, DEV_NAME_MAX, kname);
+		bpf_probe_read_kernel_str(c->dev, CFGAUDIT_DEV_NAME_MAX, kname);
 		c->have_dev = 1;
 	}
 	u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -156,19 +89,18 @@ static __always_inline int finish(struct pt_regs *ctx)
 		inflight.delete(&tid);
 		return 0;
 	}
-	struct kernel_event *e = events.ringbuf_reserve(sizeof(struct kernel_event));
+	struct cfgaudit_kernel_event *e = reserve_record(sizeof(struct cfgaudit_kernel_event));
 	if (!e) {
-		count_lost();
 		inflight.delete(&tid);
 		return 0;
 	}
-	fill(&e->ev, c->op);
+	fill(&e->ev, c->op, -1, 0);
 	e->ev.offset = c->off;
 	e->ev.size = c->count;
 	e->ev.ret = ret;
 	e->ev.file_id = c->id;
 	e->ev.aux = c->via | (c->verdict << 8);
-	__builtin_memcpy(e->dev, c->dev, DEV_NAME_MAX);
+	__builtin_memcpy(e->dev, c->dev, CFGAUDIT_DEV_NAME_MAX);
 	u32 n = 0;
 	if (c->op == EV_WRITE) {
 		n = c->hi;
@@ -244,7 +176,7 @@ int on_exclusive_return(struct pt_regs *ctx)
 	struct call *c = inflight.lookup(&tid);
 	if (!c || c->op != EV_WRITE)
 		return 0;
-	c->verdict = (PT_REGS_RC(ctx) & 0xff) ? 2 : 1;
+	c->verdict = (PT_REGS_RC(ctx) & 0xff) ? KVERDICT_TRUE : KVERDICT_FALSE;
 	return 0;
 }
 
@@ -271,21 +203,19 @@ static __always_inline int piece(struct pt_regs *ctx, struct pci_dev *dev, int w
 			c->hi = rel + width > CFGAUDIT_DATA_MAX ? CFGAUDIT_DATA_MAX : rel + width;
 		return 0;
 	}
-	if (!wanted())
+	if (!wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	/* a write through a path without an outer probe: one record per piece */
-	struct kernel_event *e = events.ringbuf_reserve(sizeof(struct kernel_event));
-	if (!e) {
-		count_lost();
+	struct cfgaudit_kernel_event *e = reserve_record(sizeof(struct cfgaudit_kernel_event));
+	if (!e)
 		return 0;
-	}
-	fill(&e->ev, EV_WRITE);
+	fill(&e->ev, EV_WRITE, -1, 0);
 	e->ev.offset = where;
 	e->ev.size = width;
 	e->ev.ret = width;
 	e->ev.aux = KV_UNKNOWN;
 	__builtin_memset(e->ev.data, 0, CFGAUDIT_DATA_MAX);
-	__builtin_memset(e->dev, 0, DEV_NAME_MAX);
+	__builtin_memset(e->dev, 0, CFGAUDIT_DEV_NAME_MAX);
 	e->ev.data[0] = val & 0xff;
 	e->ev.data[1] = (val >> 8) & 0xff;
 	e->ev.data[2] = (val >> 16) & 0xff;
@@ -316,11 +246,7 @@ int on_write_dword(struct pt_regs *ctx, struct pci_dev *dev, int where, u32 val)
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
 	u32 parent = bpf_get_current_pid_tgid() >> 32;
-	u32 child = args->child_pid;
-	if (FOLLOW && traced.lookup(&parent)) {
-		u8 one = 1;
-		traced.update(&child, &one);
-	}
+	follow_fork(parent, args->child_pid);
 	return 0;
 }
 
@@ -330,7 +256,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	u32 tgid = id >> 32;
 	u32 tid = (u32)id;
 	inflight.delete(&tid);
-	if (FOLLOW && tid == tgid)
-		traced.delete(&tgid);
+	if (tid == tgid)
+		follow_exit(tgid);
 	return 0;
 }

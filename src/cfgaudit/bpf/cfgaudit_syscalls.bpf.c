@@ -1,11 +1,9 @@
 /* cfgaudit: user-space PCI config-space accesses, seen from syscall tracepoints.
  *
- * Compiled by bcc at run time. Everything configurable comes in as -D constants:
+ * Compiled by bcc at run time, after cfgaudit_common.bpf.h (the ring buffer, lost counting, the
+ * follow filter, the record fill, and the -D constants TARGET_PID, FOLLOW, TRACE_READS and
+ * RINGBUF_PAGES). Constants of this program, also -D:
  *   SYSFS_PATH, PROCFS_PATH   path prefixes (strings) of config files to track
- *   TARGET_PID                trace only this thread group (0: every process)
- *   FOLLOW                    1: trace TARGET_PID and every process it forks (cfgaudit run)
- *   TRACE_READS               1: emit reads too
- *   RINGBUF_PAGES             ring buffer size in pages (a power of two)
  *
  * Open files are tracked by (tgid, fd) in the `fds` map when their path could be a config
  * file: it starts with one of the prefixes, or ends in "/config" (sysfs config files through
@@ -14,23 +12,9 @@
  * that are not PCI config files. For every other file a write costs one failed map lookup.
  * A failed ring buffer reserve is counted per CPU in `lost`, so loss is exact.
  */
-#include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <linux/fs.h>   /* rwf_t, in the pwritev2/preadv2 tracepoint records */
-#include "cfgaudit_event.h"
+#include "cfgaudit_common.bpf.h"
 
-#ifndef TARGET_PID
-#define TARGET_PID 0
-#endif
-#ifndef FOLLOW
-#define FOLLOW 0
-#endif
-#ifndef TRACE_READS
-#define TRACE_READS 0
-#endif
-#ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 4096
-#endif
 #ifndef SYSFS_PATH
 #define SYSFS_PATH "/sys/bus/pci"
 #endif
@@ -69,9 +53,6 @@ struct inflight {
 	u32 aux;
 };
 
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(lost, u64, 1);
-BPF_ARRAY(next_id, u64, 1);
 BPF_HASH(fds, struct fdkey, struct fdval, 65536);
 BPF_HASH(pos, u64, s64, 65536);
 BPF_HASH(nfds, u32, u32, 16384);        /* tgid -> tracked fds (fork copies only then) */
@@ -83,50 +64,12 @@ BPF_ARRAY(calls, struct inflight, CALL_SLOTS);
 /* 1 once a thread group whose id falls in this slot has followed a config file: only then is
  * the fds hash consulted (a prefilter; a shared slot costs a lookup, never a miss). */
 BPF_ARRAY(seen_tgid, u8, CALL_SLOTS);
-BPF_HASH(traced, u32, u8, 16384);       /* FOLLOW: the thread groups being traced */
-
-static __always_inline int wanted(u32 tgid)
-{
-	if (FOLLOW)
-		return traced.lookup(&tgid) != NULL;
-	if (TARGET_PID)
-		return tgid == TARGET_PID;
-	return 1;
-}
-
-static __always_inline void count_lost(void)
-{
-	int zero = 0;
-	u64 *n = lost.lookup(&zero);
-	if (n)
-		(*n)++;
-}
-
-static __always_inline void fill(struct cfgaudit_event *e, u16 type, s32 fd, u64 file_id)
-{
-	u64 id = bpf_get_current_pid_tgid();
-	e->ts_ns = bpf_ktime_get_ns();
-	e->pid = id >> 32;
-	e->tid = (u32)id;
-	e->uid = (u32)bpf_get_current_uid_gid();
-	e->fd = fd;
-	e->type = type;
-	e->file_id = file_id;
-	e->offset = -1;
-	e->ret = 0;
-	e->size = 0;
-	e->aux = 0;
-	e->data_len = 0;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-}
 
 static __always_inline void emit_simple(u16 type, s32 fd, u64 file_id, u32 aux, s64 ret)
 {
-	struct cfgaudit_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_event));
-	if (!e) {
-		count_lost();
+	struct cfgaudit_event *e = reserve_record(sizeof(struct cfgaudit_event));
+	if (!e)
 		return;
-	}
 	fill(e, type, fd, file_id);
 	e->aux = aux;
 	e->ret = ret;
@@ -271,11 +214,9 @@ static __always_inline int exit_open(long ret)
 	struct inflight args;
 	if (!take_call(K_OPEN, K_OPEN, &args) || ret < 0)
 		return 0;
-	struct cfgaudit_open_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_open_event));
-	if (!e) {
-		count_lost();
+	struct cfgaudit_open_event *e = reserve_record(sizeof(struct cfgaudit_open_event));
+	if (!e)
 		return 0;
-	}
 	int len = bpf_probe_read_user_str(e->path, sizeof(e->path), (const void *)args.buf);
 	int um = len > 0 ? unmediated_path(e->path) : 0;
 	if (len <= 0 || (!um && !candidate(e->path, len))) {
@@ -284,13 +225,11 @@ static __always_inline int exit_open(long ret)
 	}
 	u64 file_id = 0;
 	if (!um) {
-		int zero = 0;
-		u64 *next = next_id.lookup(&zero);
-		if (!next) {
+		file_id = new_id();
+		if (!file_id) {
 			events.ringbuf_discard(e, 0);
 			return 0;
 		}
-		file_id = __sync_fetch_and_add(next, 1) + 1;
 		s64 zero_pos = 0;
 		track_fd((s32)ret, file_id);
 		pos.update(&file_id, &zero_pos);
@@ -354,11 +293,9 @@ static __always_inline int exit_rw(long ret)
 	}
 	if ((a.kind == K_READ && !TRACE_READS) || !wanted(id >> 32))
 		return 0;
-	struct cfgaudit_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_event));
-	if (!e) {
-		count_lost();
+	struct cfgaudit_event *e = reserve_record(sizeof(struct cfgaudit_event));
+	if (!e)
 		return 0;
-	}
 	fill(e, a.kind == K_WRITE ? EV_WRITE : EV_READ, a.fd, a.file_id);
 	e->offset = off;
 	e->ret = ret;
@@ -417,10 +354,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_pread64) { return enter_rw(K_READ, args->fd
 TRACEPOINT_PROBE(syscalls, sys_exit_pread64) { return exit_rw(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return enter_rw(K_READ, args->fd, (u64)args->buf, args->count, -1, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { return exit_rw(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_preadv) { return enter_rw(K_READ, args->fd, (u64)args->vec, args->vlen, args->pos_l, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_preadv) { return exit_rw(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return enter_rw(K_READ, args->fd, (u64)args->vec, args->vlen, -1, 1); }
 TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return exit_rw(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_preadv) { return enter_rw(K_READ, args->fd, (u64)args->vec, args->vlen, args->pos_l, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_preadv) { return exit_rw(args->ret); }
 
 /* ---------------------------------------------------------------- file position */
 
@@ -521,10 +458,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	/* runs in the parent; child_pid is the new task (a new thread group unless CLONE_THREAD) */
 	u32 parent = bpf_get_current_pid_tgid() >> 32;
 	u32 child = args->child_pid;
-	if (FOLLOW && traced.lookup(&parent)) {
-		u8 one = 1;
-		traced.update(&child, &one);
-	}
+	follow_fork(parent, child);
 	u32 *n = nfds.lookup(&parent);
 	if (!n || *n == 0)
 		return 0;
@@ -559,41 +493,38 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		nfds.delete(&tgid);
 		emit_simple(EV_EXIT, -1, 0, 0, 0);   /* user space drops the process's fds */
 	}
-	if (FOLLOW)
-		traced.delete(&tgid);
+	follow_exit(tgid);
 	return 0;
 }
 
 /* ---------------------------------------------------------------- unmediated access */
 
-TRACEPOINT_PROBE(syscalls, sys_enter_ioperm)
+/* A grant in flight: what (UM_*) and, for ioperm, the first port and the count; iopl: the level. */
+static __always_inline int enter_grant(u32 kind, u32 what, s64 from, u64 count)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	if (!wanted(id >> 32) || !args->turn_on)
-		return 0;
-	/* only grants that reach the configuration ports 0xCF8-0xCFF */
-	if (args->from > 0xCFF || args->from + args->num <= 0xCF8)
-		return 0;
 	struct inflight a = {};
-	a.kind = K_IOPERM;
-	a.aux = UM_IOPERM;
-	a.off = args->from;
-	a.count = args->num;
+	a.kind = kind;
+	a.aux = what;
+	a.off = from;
+	a.count = count;
 	save_call(&a);
 	return 0;
 }
 
+TRACEPOINT_PROBE(syscalls, sys_enter_ioperm)
+{
+	/* only grants that reach the configuration ports 0xCF8-0xCFF */
+	if (!args->turn_on || args->from > 0xCFF || args->from + args->num <= 0xCF8 ||
+	    !wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return enter_grant(K_IOPERM, UM_IOPERM, args->from, args->num);
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_iopl)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	if (!wanted(id >> 32) || args->level < 3)
+	if (args->level < 3 || !wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	struct inflight a = {};
-	a.kind = K_IOPL;
-	a.aux = UM_IOPL;
-	a.count = args->level;
-	save_call(&a);
-	return 0;
+	return enter_grant(K_IOPL, UM_IOPL, 0, args->level);
 }
 
 static __always_inline int exit_grant(long ret)
@@ -601,11 +532,9 @@ static __always_inline int exit_grant(long ret)
 	struct inflight a;
 	if (!take_call(K_IOPERM, K_IOPL, &a) || ret != 0)
 		return 0;
-	struct cfgaudit_event *e = events.ringbuf_reserve(sizeof(struct cfgaudit_event));
-	if (!e) {
-		count_lost();
+	struct cfgaudit_event *e = reserve_record(sizeof(struct cfgaudit_event));
+	if (!e)
 		return 0;
-	}
 	fill(e, EV_UNMEDIATED, -1, 0);
 	e->aux = a.aux;
 	e->offset = a.off;

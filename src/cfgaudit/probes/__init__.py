@@ -1,7 +1,11 @@
 """Event sources behind one table, like pciutils' access methods (``struct pci_methods``).
 
-Each backend has a name, one line of help, ``detect()`` (``None`` when it can run here, else
-why not) and ``open()``. Live backends import bcc lazily, inside probes/live.py only.
+Each backend row has a name, one line of help, ``detect(paths)`` (``None`` when it can run here,
+else why not; it only looks), ``note(paths)`` (what opening it will do to the host, "" for
+nothing) and ``open(opts)``, which returns a :class:`~cfgaudit.probes.session.Session`: live
+backends take :class:`LiveOptions`, replay takes :class:`ReplayOptions`. A new live backend is a
+BPF file, a :class:`~cfgaudit.probes.session.RingBufferSession` subclass with its ``decode()``,
+and a row here. bcc is imported lazily, inside probes/bccutil.py only.
 """
 from __future__ import annotations
 
@@ -9,68 +13,57 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import BackendError
+from ..hostpaths import DEFAULT, HostPaths
+from .bccutil import prepare_host, tracefs_note
+from .kernel import KernelSession, detect_kernel
+from .replay import ReplayOptions, ReplaySession
+from .session import LiveOptions, Session
+from .syscalls import SyscallSession, detect_syscalls
 
-__all__ = ["Backend", "BACKENDS", "LIVE_ORDER", "pick_backend", "backend_table"]
+__all__ = ["Backend", "BACKENDS", "LIVE_ORDER", "pick_backend", "backend_table", "prepare_host", "LiveOptions",
+           "ReplayOptions", "Session"]
+
+
+def _nothing(paths: HostPaths) -> str:
+    return ""
 
 
 @dataclass(frozen=True)
 class Backend:
+    """One row: ``detect(paths)`` -> why not (or ``None``), ``open(opts)`` -> a Session (typed
+    ``Any`` so each row's own session type shows through, e.g. replay's ``header`` and ``tables()``)."""
+
     name: str
     help: str
     live: bool
-    detect: Callable[[], str | None]
-    open: Callable[..., Any]
+    detect: Callable[[HostPaths], str | None]
+    open: Callable[[Any], Any]
+    note: Callable[[HostPaths], str] = _nothing
 
 
-def _detect_syscalls() -> str | None:
-    from .live import detect_syscalls
-
-    return detect_syscalls()
-
-
-def _open_syscalls(opts: Any) -> Any:
-    from .live import SyscallSession
-
-    return SyscallSession(opts)
-
-
-def _detect_kernel() -> str | None:
-    from .kernel import detect_kernel
-
-    return detect_kernel()
-
-
-def _open_kernel(opts: Any) -> Any:
-    from .kernel import KernelSession
-
-    return KernelSession(opts)
-
-
-def _open_replay(*args: Any, **kw: Any) -> Any:
-    from .replay import ReplaySource
-
-    return ReplaySource(*args, **kw)
+def _can_run(paths: HostPaths) -> str | None:
+    return None
 
 
 BACKENDS: dict[str, Backend] = {
     "kernel": Backend("kernel", "kprobes on pci_user_write_config_*: sysfs, /proc/bus/pci and VFIO writes "
-                      "however issued, with the kernel's own verdict",
-                      True, _detect_kernel, _open_kernel),
+                      "however issued, with the kernel's own verdict", True, detect_kernel, KernelSession,
+                      tracefs_note),
     "syscalls": Backend("syscalls", "syscall tracepoints (openat, pwrite64, write, writev, lseek, dup, close, "
-                        "ioperm, iopl): sysfs and /proc/bus/pci, no kprobes needed", True, _detect_syscalls,
-                        _open_syscalls),
+                        "ioperm, iopl): sysfs and /proc/bus/pci, no kprobes needed", True, detect_syscalls,
+                        SyscallSession, tracefs_note),
     "replay": Backend("replay", "recorded trace files (JSONL or Parquet); read-only, needs no root", False,
-                      lambda: None, _open_replay),
+                      _can_run, ReplaySession),
 }
 LIVE_ORDER = ("kernel", "syscalls")  # preference of --backend auto
 
 
-def pick_backend(name: str) -> Backend:
+def pick_backend(name: str, paths: HostPaths = DEFAULT) -> Backend:
     """The live backend called ``name``, or for ``auto`` the best one that can run here."""
     if name == "auto":
         reasons = []
         for n in LIVE_ORDER:
-            why = BACKENDS[n].detect()
+            why = BACKENDS[n].detect(paths)
             if why is None:
                 return BACKENDS[n]
             reasons.append(f"{n}: {why}")
@@ -78,16 +71,18 @@ def pick_backend(name: str) -> Backend:
     b = BACKENDS.get(name)
     if b is None or not b.live:
         raise BackendError(f"no live backend {name!r} (choose from auto, {', '.join(LIVE_ORDER)})")
-    why = b.detect()
+    why = b.detect(paths)
     if why:
         raise BackendError(f"backend {name}: {why}")
     return b
 
 
-def backend_table() -> list[dict[str, Any]]:
-    """Every backend with whether it can run here and why not."""
+def backend_table(paths: HostPaths = DEFAULT) -> list[dict[str, Any]]:
+    """Every backend with whether it can run here, why not, and (``note``) what a session will
+    do to the host when it starts (mount tracefs). Only looks."""
     rows = []
     for b in BACKENDS.values():
-        why = b.detect()
-        rows.append({"backend": b.name, "live": b.live, "available": why is None, "reason": why or "", "help": b.help})
+        why = b.detect(paths)
+        rows.append({"backend": b.name, "live": b.live, "available": why is None, "reason": why or "",
+                     "note": b.note(paths) if why is None else "", "help": b.help})
     return rows

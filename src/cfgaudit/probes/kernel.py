@@ -10,16 +10,14 @@ event the syscall backend records for the same ``pwrite``. A return probe on
 
 Attach points are chosen from what the running kernel has (``available_filter_functions``,
 else ``/proc/kallsyms``), never from its version: see :func:`find_attach_points`.
-The BPF side is bpf/cfgaudit_kernel.bpf.c; records are ``struct cfgaudit_event`` (generated from
-events.RECORD_FIELDS) followed by the device name.
+The BPF side is bpf/cfgaudit_kernel.bpf.c; records are ``struct cfgaudit_kernel_event`` of
+bpf/cfgaudit_event.h (the base record, then the device name), generated from events.py; the
+session machinery is probes/session.RingBufferSession. Offsets and sizes are bytes.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import re
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -27,18 +25,21 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import BackendError
-from ..events import RECORD_TYPES, ConfigAccess, arrow_schema
-from .live import (BPF_DIR, LiveOptions, Notice, _concat, _EMPTY, ensure_tracefs, hex_column, import_bcc,
-                   kernel_headers, record_dtype, table_events, tracefs_root)
+from ..events import DEV_NAME_MAX, KERNEL_VERDICTS, KERNEL_VIAS, RECORD_TYPES, arrow_schema
+from ..hexarrow import encode_rows
+from ..hostpaths import DEFAULT, HostPaths
+from .bccutil import bcc_problem, headers_problem, record_dtype, tracefs_problem
+from .session import EMPTY_EVENTS, Batch, LiveOptions, RingBufferSession
 
 __all__ = ["KernelSession", "detect_kernel", "find_attach_points", "AttachPoint", "ATTACH_POINTS", "kernel_dtype",
-           "decode_kernel_records", "VIA_CODES", "DEV_NAME_MAX", "kprobes_available"]
+           "decode_kernel_records", "VIA_CODES", "DEV_NAME_MAX", "kprobes_available", "LiveOptions"]
 
 KERNEL_PROGRAM = "cfgaudit_kernel.bpf.c"
-DEV_NAME_MAX = 32  # DEV_NAME_MAX in cfgaudit_kernel.bpf.c
-VIA_CODES = {0: "unknown", 1: "sysfs", 2: "procfs", 3: "vfio"}
-VERDICTS = {0: None, 1: False, 2: True}
+VIA_CODES = {code: name[3:].lower() for name, code in KERNEL_VIAS.items()}  # 0: unknown, 1: sysfs, ...
+VERDICTS = {KERNEL_VERDICTS["KVERDICT_NONE"]: None, KERNEL_VERDICTS["KVERDICT_FALSE"]: False,
+            KERNEL_VERDICTS["KVERDICT_TRUE"]: True}
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
+TRACEPOINTS = (("sched", "sched_process_fork"), ("sched", "sched_process_exit"))
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,11 @@ def find_attach_points(text: str, reads: bool = False,
     return out
 
 
-def attachable_text() -> str:
-    """What the running kernel can probe: available_filter_functions, else /proc/kallsyms."""
-    root = tracefs_root()
-    for p in ([os.path.join(root, "available_filter_functions")] if root else []) + ["/proc/kallsyms"]:
+def attachable_text(paths: HostPaths = DEFAULT) -> str:
+    """What the running kernel can probe: available_filter_functions, else PROC/kallsyms."""
+    root = paths.tracefs_root()
+    for p in ([os.path.join(root, "available_filter_functions")] if root else []) + \
+            [os.path.join(paths.proc, "kallsyms")]:
         try:
             with open(p) as fh:
                 return fh.read()
@@ -140,30 +142,24 @@ def attachable_text() -> str:
 
 
 def kprobes_available(pmu: str = KPROBE_PMU, tracefs: str | None = None) -> str | None:
-    """Why kprobes cannot be used here, or ``None``."""
+    """Why kprobes cannot be used here, or ``None``: the kprobe PMU, else tracefs's kprobe_events."""
     if os.path.isdir(pmu):
         return None
-    root = tracefs if tracefs is not None else tracefs_root()
-    if root and os.path.exists(os.path.join(root, "kprobe_events")):
+    if tracefs and os.path.exists(os.path.join(tracefs, "kprobe_events")):
         return None
     return "the running kernel has no kprobes (no kprobe PMU, no tracefs kprobe_events)"
 
 
-def detect_kernel() -> str | None:
-    """Why the kernel-function backend cannot run here, or ``None`` when it can."""
+def detect_kernel(paths: HostPaths = DEFAULT) -> str | None:
+    """Why the kernel-function backend cannot run here, or ``None`` when it can (tracefs not
+    mounted but mountable counts: the session mounts it). Only looks."""
     if os.geteuid() != 0:
         return "needs root (CAP_BPF and CAP_PERFMON): run with sudo"
-    ensure_tracefs()
-    why = kprobes_available()
+    why = kprobes_available(tracefs=paths.tracefs_root()) or bcc_problem() or headers_problem() or \
+        tracefs_problem(paths, TRACEPOINTS, mountable_ok=True)
     if why:
         return why
-    try:
-        import_bcc()
-    except BackendError as err:
-        return err.message
-    if kernel_headers() is None:
-        return f"no kernel headers for {os.uname().release}: install linux-headers-$(uname -r)"
-    found = find_attach_points(attachable_text())
+    found = find_attach_points(attachable_text(paths))
     missing = [ap.names[0] for ap in ATTACH_POINTS if ap.required and not found.get(ap.role)]
     if missing:
         return f"the kernel has no probe-able {', '.join(missing)}"
@@ -173,14 +169,14 @@ def detect_kernel() -> str | None:
 # --------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------
-def kernel_dtype() -> "np.dtype":
-    """One record of the kernel program: the shared record, then the device name."""
-    base = record_dtype()
-    return np.dtype([(n, base.fields[n][0]) for n in base.names] + [("dev", f"S{DEV_NAME_MAX}")])
+def kernel_dtype() -> np.dtype:
+    """One record of the kernel program (events.RECORD_LAYOUTS["kernel"])."""
+    return record_dtype("kernel")
 
 
 _KDT = kernel_dtype()
 KERNEL_RECORD_SIZE = _KDT.itemsize
+_WRITE = RECORD_TYPES["EV_WRITE"]
 
 
 def decode_kernel_records(raw: bytes, comm: str | None = None,
@@ -198,7 +194,7 @@ def decode_kernel_records(raw: bytes, comm: str | None = None,
         arr = arr[np.isin(arr["dev"], [b.encode() for b in bdfs])]
     n = len(arr)
     if n == 0:
-        return _EMPTY, dropped
+        return EMPTY_EVENTS, dropped
     via_code = (arr["aux"] & 0xFF).astype(np.int64)
     verdict = (arr["aux"] >> 8) & 0xFF
     vias = pa.array([VIA_CODES.get(int(v), "unknown") for v in via_code], type=pa.string())
@@ -207,13 +203,13 @@ def decode_kernel_records(raw: bytes, comm: str | None = None,
         "ts_ns": pa.array(arr["ts_ns"].astype(np.int64)),
         "pid": pa.array(arr["pid"].astype(np.int64)),
         "comm": pa.array([c.decode("utf-8", "replace") for c in arr["comm"]], type=pa.string()),
-        "op": pa.array(np.where(arr["type"] == RECORD_TYPES["EV_WRITE"], "write", "read").tolist(), type=pa.string()),
+        "op": pa.array(np.where(arr["type"] == _WRITE, "write", "read").tolist(), type=pa.string()),
         "bdf": pa.array([d.decode("ascii", "replace") for d in arr["dev"]], type=pa.string()),
         "offset": pa.array(np.maximum(arr["offset"], 0).astype(np.int64)),
         "size": pa.array(arr["size"].astype(np.int64)),
         "tid": pa.array(arr["tid"].astype(np.int64)),
         "uid": pa.array(arr["uid"].astype(np.int64)),
-        "data": hex_column(arr),
+        "data": encode_rows(arr["data"], arr["data_len"]),
         "via": vias,
         "ret": pa.array(arr["ret"].astype(np.int64)),
         "kernel_verdict": kv,
@@ -224,125 +220,36 @@ def decode_kernel_records(raw: bytes, comm: str | None = None,
 # --------------------------------------------------------------------------------------
 # The session
 # --------------------------------------------------------------------------------------
-class KernelSession:
-    """A running kernel-function probe, with the interface of :class:`live.SyscallSession`.
-
-    ``sysfs_path``/``procfs_path`` of the options do not apply: the probes see the kernel's
-    own config files, whatever path reached them."""
+class KernelSession(RingBufferSession):
+    """A running kernel-function probe. ``paths.sysfs``/``paths.procfs`` of the options do not
+    apply: the probes see the kernel's own config files, whatever path reached them.
+    ``dropped_other``: records with no device name (a path that never reached a device)."""
 
     name = "kernel"
+    program = KERNEL_PROGRAM
+    record_layout = "kernel"
+    tracepoints = TRACEPOINTS
+    detect = staticmethod(detect_kernel)
 
-    def __init__(self, opts: LiveOptions) -> None:
-        if opts.buffer_pages < 2 or opts.buffer_pages & (opts.buffer_pages - 1):
-            raise BackendError(f"--buffer-pages must be a power of two, at least 2, not {opts.buffer_pages}")
-        why = detect_kernel()
-        if why:
-            raise BackendError(f"kernel backend: {why}")
-        self.opts = opts
-        self.bcc = import_bcc()
-        self._raw: list[bytes] = []
-        self._lock = threading.Lock()
-        self._reader: threading.Thread | None = None
-        self._stop_reader = threading.Event()
-        self.notices: list[Notice] = []
-        self.dropped_other = 0  # records with no device name (a path that never reached a device)
-        self.unresolved = 0
-        self.attached = find_attach_points(attachable_text(), reads=opts.reads)
-        cflags = [f"-I{BPF_DIR}", f"-DTARGET_PID={int(opts.pid)}", f"-DFOLLOW={int(opts.follow)}",
-                  f"-DTRACE_READS={int(opts.reads)}", f"-DRINGBUF_PAGES={int(opts.buffer_pages)}",
-                  "-Wno-macro-redefined"]
-        self.cflags = cflags
-        try:
-            self.bpf = self.bcc.BPF(src_file=os.path.join(BPF_DIR, KERNEL_PROGRAM).encode(), cflags=cflags)
-        except Exception as err:  # bcc raises bare Exception on compile errors
-            raise BackendError(f"kernel backend: BPF program failed to load: {err}") from err
+    def attach(self) -> None:
+        """kprobes and kretprobes on the symbols found in the running kernel (ATTACH_POINTS)."""
+        self.attached = find_attach_points(attachable_text(self.opts.paths), reads=self.opts.reads)
         self.probes: dict[str, str] = {}
-        try:
-            for ap in ATTACH_POINTS:
-                sym = self.attached.get(ap.role)
-                if not sym:
-                    continue
-                if ap.ret:
-                    self.bpf.attach_kretprobe(event=sym.encode(), fn_name=ap.fn.encode())
-                else:
-                    self.bpf.attach_kprobe(event=sym.encode(), fn_name=ap.fn.encode())
-                self.probes[ap.role] = sym
-        except Exception as err:
-            self.bpf.cleanup()
-            raise BackendError(f"kernel backend: cannot attach to {sym}: {err}") from err
-        self._cb = self._on_record
-        self.bpf[b"events"].open_ring_buffer(self._cb)
+        for ap in ATTACH_POINTS:
+            sym = self.attached.get(ap.role)
+            if not sym:
+                continue
+            how = self.bpf.attach_kretprobe if ap.ret else self.bpf.attach_kprobe
+            try:
+                how(event=sym.encode(), fn_name=ap.fn.encode())
+            except Exception as err:  # bcc raises bare Exception
+                raise BackendError(f"kernel backend: cannot attach to {sym}: {err}") from err
+            self.probes[ap.role] = sym
 
-    # -- lifecycle ---------------------------------------------------------------------
-    def __enter__(self) -> "KernelSession":
-        return self
+    def stats_extra(self) -> dict[str, Any]:
+        return {"probes": dict(getattr(self, "probes", {}))}
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._stop_reading()
-        if getattr(self, "bpf", None) is not None:
-            self.bpf.cleanup()
-            self.bpf = None
-
-    def follow_pid(self, pid: int) -> None:
-        t = self.bpf[b"traced"]
-        t[t.Key(pid)] = t.Leaf(1)
-
-    # -- records -----------------------------------------------------------------------
-    def _on_record(self, ctx: Any, data: Any, size: int) -> int:
-        rec = ctypes.string_at(data, size)
-        with self._lock:
-            self._raw.append(rec)
-        return 0
-
-    def start_reader(self) -> None:
-        if self._reader is not None:
-            return
-
-        def loop() -> None:
-            while not self._stop_reader.is_set():
-                self.bpf.ring_buffer_poll(20)
-
-        self._reader = threading.Thread(target=loop, name="cfgaudit-kernel-ringbuf", daemon=True)
-        self._reader.start()
-
-    def _stop_reading(self) -> None:
-        if self._reader is not None:
-            self._stop_reader.set()
-            self._reader.join()
-            self._reader = None
-
-    @property
-    def lost(self) -> int:
-        return int(sum(self.bpf[b"lost"][0]))
-
-    def poll(self, timeout_ms: int = 100) -> tuple[pa.Table, list[Notice]]:
-        if self._reader is None:
-            self.bpf.ring_buffer_poll(timeout_ms)
-        else:
-            time.sleep(timeout_ms / 1000)
-        return self._process()
-
-    def drain(self) -> tuple[pa.Table, list[Notice]]:
-        self._stop_reading()
-        tables: list[pa.Table] = []
-        while True:
-            self.bpf.ring_buffer_consume()
-            if not self._raw:
-                break
-            tables.append(self._process()[0])
-        return _concat(tables), []
-
-    def poll_events(self, timeout_ms: int = 100) -> list[ConfigAccess]:
-        return table_events(self.poll(timeout_ms)[0])
-
-    def _process(self) -> tuple[pa.Table, list[Notice]]:
-        with self._lock:
-            raw, self._raw = self._raw, []
-        if not raw:
-            return _EMPTY, []
-        t, dropped = decode_kernel_records(b"".join(raw), self.opts.comm, self.opts.bdfs)
+    def decode(self, records: list[bytes], odd: list[int]) -> Batch:
+        t, dropped = decode_kernel_records(b"".join(records), self.opts.comm, self.opts.bdfs)
         self.dropped_other += dropped
-        return t, []
+        return Batch(t, [])

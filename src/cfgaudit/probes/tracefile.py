@@ -1,5 +1,10 @@
 """Trace files: JSON Lines and Parquet, read in bounded chunks and written incrementally.
 
+The formats are one table, :data:`TRACE_FORMATS` (like pciutils' ``pci_methods``): a row names a
+format, its file-name extensions, its reader and writer classes and a line of help. Adding a
+format is one row plus its :class:`TraceReader` and :class:`TraceWriter` subclasses;
+``TraceReader(path)`` and ``TraceWriter(path, header)`` pick the row from the path.
+
 JSON Lines: an optional header line ``{"record": "header", "format": "cfgaudit-trace", ...}``
 (host, kernel release, boot flags, backend, an embedded device snapshot), one event per line
 (keys: :data:`cfgaudit.events.FIELDS`, unknown keys kept), an optional footer line
@@ -16,7 +21,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +31,10 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..events import FIELDS, OPS, REQUIRED, VIAS, ConfigAccess, arrow_schema, json_schema, validate_row
+from ..hexarrow import is_hex
 
-__all__ = ["TraceReader", "TraceWriter", "TRACE_FORMAT", "TRACE_VERSION", "trace_kind", "make_header", "events_table"]
+__all__ = ["TraceReader", "TraceWriter", "TraceFormat", "TRACE_FORMATS", "DEFAULT_TRACE_FORMAT", "TRACE_FORMAT",
+           "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text"]
 
 TRACE_FORMAT = "cfgaudit-trace"
 TRACE_VERSION = 1
@@ -40,8 +47,12 @@ Warn = Callable[[str], None]
 
 
 def trace_kind(path: str) -> str:
-    """``"parquet"`` or ``"jsonl"``, by extension (``.parquet``/``.pq``; anything else is JSONL)."""
-    return "parquet" if path.lower().endswith((".parquet", ".pq")) else "jsonl"
+    """The :data:`TRACE_FORMATS` row for ``path``, by extension (none known: JSON Lines)."""
+    low = path.lower()
+    for fmt in TRACE_FORMATS.values():
+        if low.endswith(fmt.extensions):
+            return fmt.name
+    return DEFAULT_TRACE_FORMAT
 
 
 def make_header(**facts: Any) -> dict[str, Any]:
@@ -60,10 +71,18 @@ class TraceStats:
 class TraceReader:
     """Read one trace file. ``header``/``footer`` are dicts (``{}`` when absent).
 
-    ``skip_bad``: malformed event lines are skipped and counted instead of raising
+    ``TraceReader(path)`` is the reader of the path's format (:data:`TRACE_FORMATS`).
+    ``skip_bad``: malformed events are skipped and counted instead of raising
     ``InputError("FILE:LINE: ...")``. A truncated last line (no newline, not JSON) is always
     tolerated with a warning: that is what a crash mid-write leaves.
     """
+
+    kind: ClassVar[str] = ""
+
+    def __new__(cls, path: str, *args: Any, **kw: Any) -> "TraceReader":
+        if cls is TraceReader:
+            cls = TRACE_FORMATS[trace_kind(path)].reader
+        return super().__new__(cls)
 
     def __init__(self, path: str, skip_bad: bool = False, warn: Warn | None = None, block_bytes: int = BLOCK_BYTES,
                  batch_rows: int = 1 << 18) -> None:
@@ -72,20 +91,37 @@ class TraceReader:
         self.warn = warn or (lambda m: None)
         self.block_bytes = block_bytes
         self.batch_rows = batch_rows
-        self.kind = trace_kind(path)
         self.stats = TraceStats()
         self.header: dict[str, Any] = {}
         self.footer: dict[str, Any] = {}
         self.notices: list[dict[str, Any]] = []  # {"record": "unmediated", ...} lines
         if not os.path.exists(path):
             raise InputError("no such trace file", path=path)
-        if self.kind == "parquet":
-            self._open_parquet()
-        else:
-            self._open_jsonl()
+        self._open()
 
-    # -- Parquet -------------------------------------------------------------------------
-    def _open_parquet(self) -> None:
+    def _open(self) -> None:
+        """Read the header and footer; leave the events for :meth:`tables`."""
+        raise NotImplementedError
+
+    def tables(self) -> Iterator[pa.Table]:
+        """Event chunks as Arrow tables with at least the :data:`FIELDS` columns, in file order."""
+        raise NotImplementedError
+
+    def events(self) -> Iterator[ConfigAccess]:
+        """Events one by one (for replay): the same rows :meth:`tables` gives."""
+        names = [f.name for f in FIELDS]
+        for t in self.tables():
+            for row in t.to_pylist():
+                extra = {k: v for k, v in row.items() if k not in names and v is not None}
+                yield ConfigAccess(**{k: row.get(k) for k in names}, extra=extra)
+
+
+class ParquetTraceReader(TraceReader):
+    """Parquet: record batches, one row group at a time; header and footer in the metadata."""
+
+    kind = "parquet"
+
+    def _open(self) -> None:
         try:
             self._pf = pq.ParquetFile(self.path)
         except (OSError, pa.ArrowException) as err:
@@ -112,8 +148,38 @@ class TraceReader:
             except (OSError, pa.ArrowException) as err:
                 raise InputError(f"not a readable Parquet file: {err}", path=self.path) from err
 
-    # -- JSONL ---------------------------------------------------------------------------
-    def _open_jsonl(self) -> None:
+    def tables(self) -> Iterator[pa.Table]:
+        try:
+            # One reader per row group: a single iter_batches() over the whole file keeps
+            # allocating (about 4 MB per batch with pyarrow 26), so memory would grow with the file.
+            batches = (b for rg in range(self._pf.num_row_groups)
+                       for b in self._pf.iter_batches(batch_size=self.batch_rows, row_groups=[rg]))
+            for batch in batches:
+                t = _conform(pa.Table.from_batches([batch]), keep_dict=True)
+                bad = _invalid_mask(t)
+                t = _decode_dicts(t)
+                if bad is not None:
+                    first = int(pc.index(bad, True).as_py())
+                    if not self.skip_bad:
+                        row = {k: v for k, v in t.slice(first, 1).to_pylist()[0].items()}
+                        raise InputError(f"row {self.stats.events + first}: {validate_row(row) or 'invalid event'}",
+                                         path=self.path)
+                    n_bad = int(pc.sum(bad).as_py())
+                    self.stats.skipped += n_bad
+                    t = t.filter(pc.invert(bad))
+                self.stats.events += t.num_rows
+                yield t
+        except pa.ArrowException as err:
+            raise InputError(f"cannot read Parquet: {err}", path=self.path) from err
+
+
+class JsonlTraceReader(TraceReader):
+    """JSON Lines: byte blocks parsed by pyarrow's JSON reader, with a line-by-line pass only to
+    name (or skip) a bad line; header and footer are the first and last lines."""
+
+    kind = "jsonl"
+
+    def _open(self) -> None:
         self._size = os.path.getsize(self.path)
         self._body_start = 0
         self._body_end = self._size
@@ -146,39 +212,7 @@ class TraceReader:
             self.footer = doc
             self._body_end = tail_start + idx + 1
 
-    # -- reading -------------------------------------------------------------------------
     def tables(self) -> Iterator[pa.Table]:
-        """Event chunks as Arrow tables with at least the :data:`FIELDS` columns, in file order."""
-        if self.kind == "parquet":
-            yield from self._parquet_tables()
-        else:
-            yield from self._jsonl_tables()
-
-    def _parquet_tables(self) -> Iterator[pa.Table]:
-        try:
-            # One reader per row group: a single iter_batches() over the whole file keeps
-            # allocating (about 4 MB per batch with pyarrow 26), so memory would grow with the file.
-            batches = (b for rg in range(self._pf.num_row_groups)
-                       for b in self._pf.iter_batches(batch_size=self.batch_rows, row_groups=[rg]))
-            for batch in batches:
-                t = _conform(pa.Table.from_batches([batch]), keep_dict=True)
-                bad = _invalid_mask(t)
-                t = _decode_dicts(t)
-                if bad is not None:
-                    first = int(pc.index(bad, True).as_py())
-                    if not self.skip_bad:
-                        row = {k: v for k, v in t.slice(first, 1).to_pylist()[0].items()}
-                        raise InputError(f"row {self.stats.events + first}: {validate_row(row) or 'invalid event'}",
-                                         path=self.path)
-                    n_bad = int(pc.sum(bad).as_py())
-                    self.stats.skipped += n_bad
-                    t = t.filter(pc.invert(bad))
-                self.stats.events += t.num_rows
-                yield t
-        except pa.ArrowException as err:
-            raise InputError(f"cannot read Parquet: {err}", path=self.path) from err
-
-    def _jsonl_tables(self) -> Iterator[pa.Table]:
         po = pj.ParseOptions(explicit_schema=json_schema(), unexpected_field_behavior="infer")
         with open(self.path, "rb") as fh:
             fh.seek(self._body_start)
@@ -240,14 +274,6 @@ class TraceReader:
         if not rows:
             return None
         return _conform(_rows_table(rows))
-
-    def events(self) -> Iterator[ConfigAccess]:
-        """Events one by one (for replay): the same rows :meth:`tables` gives."""
-        names = [f.name for f in FIELDS]
-        for t in self.tables():
-            for row in t.to_pylist():
-                extra = {k: v for k, v in row.items() if k not in names and v is not None}
-                yield ConfigAccess(**{k: row.get(k) for k in names}, extra=extra)
 
 
 def events_table(events: list[ConfigAccess]) -> pa.Table:
@@ -349,27 +375,6 @@ def _per_value(col: pa.ChunkedArray, fn: Callable[[pa.Array], pa.Array]) -> pa.C
         if col.num_chunks else pa.chunked_array([], type=pa.bool_())
 
 
-_HEX_OK = np.zeros(256, dtype=bool)
-_HEX_OK[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = True
-
-
-def _hex_match(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``match_substring_regex(col, "^(?:[0-9a-f]{2})*$")``, with a one-pass check of each
-    chunk's bytes first (the regex only runs on a chunk that fails it)."""
-    out = []
-    for c in col.chunks:
-        if pa.types.is_string(c.type) and c.null_count < len(c):
-            bufs = c.buffers()
-            offs = np.frombuffer(bufs[1], dtype=np.int32, count=len(c) + 1, offset=c.offset * 4)
-            data = np.frombuffer(bufs[2], dtype=np.uint8)[offs[0]:offs[-1]] if bufs[2] is not None else np.zeros(0, np.uint8)
-            if not (np.diff(offs) % 2).any() and _HEX_OK[data].all():
-                ok = np.ones(len(c), dtype=bool)
-                out.append(pa.array(ok, mask=~c.is_valid().to_numpy(zero_copy_only=False)) if c.null_count else pa.array(ok))
-                continue
-        out.append(pc.match_substring_regex(c, r"^(?:[0-9a-f]{2})*$"))
-    return pa.chunked_array(out, type=pa.bool_())
-
-
 def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
     """Rows that break the schema's value rules, or ``None`` when every row is fine."""
     bad = None
@@ -385,7 +390,7 @@ def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
     bad = pc.or_(bad, pc.invert(pc.fill_null(_per_value(t.column("bdf"), lambda a: pc.match_substring_regex(
         a, r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")), False)))
     data = t.column("data")
-    bad = pc.or_(bad, pc.fill_null(pc.invert(_hex_match(data)), False))
+    bad = pc.or_(bad, pc.fill_null(pc.invert(is_hex(data)), False))
     if not pc.any(bad).as_py():
         return None
     return bad
@@ -399,58 +404,114 @@ def _loads(line: bytes) -> Any:
 
 
 class TraceWriter:
-    """Write a trace incrementally (JSONL: line by line, flushed at least every ``flush_s``
-    seconds; Parquet: row groups, header/footer in the metadata). Files are created mode 0600."""
+    """Write a trace incrementally; ``TraceWriter(path, header)`` is the writer of the path's
+    format (:data:`TRACE_FORMATS`). Rows (:meth:`write`) or Arrow tables (:meth:`write_table`) go
+    out at least every ``flush_s`` seconds where the format allows; :meth:`close` adds the footer.
+    Files are created mode 0600."""
+
+    kind: ClassVar[str] = ""
+
+    def __new__(cls, path: str, *args: Any, **kw: Any) -> "TraceWriter":
+        if cls is TraceWriter:
+            cls = TRACE_FORMATS[trace_kind(path)].writer
+        return super().__new__(cls)
 
     def __init__(self, path: str, header: dict[str, Any], flush_s: float = 1.0) -> None:
         self.path = path
-        self.kind = trace_kind(path)
         self.header = header
         self.flush_s = flush_s
         self.count = 0
         self._last_flush = time.monotonic()
-        self._rows: list[dict] = []
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as err:
             raise InputError(f"cannot create trace: {err.strerror}", path=path) from err
         os.fchmod(fd, 0o600)
-        if self.kind == "jsonl":
-            self._fh = os.fdopen(fd, "w", buffering=1 << 16)
-            self._fh.write(json.dumps(header, separators=(",", ":")) + "\n")
-            self._fh.flush()
-        else:
-            os.close(fd)
-            self._pw: pq.ParquetWriter | None = None
+        self._start(fd)
 
     def write(self, ev: ConfigAccess | dict[str, Any]) -> None:
-        d = ev.to_dict() if isinstance(ev, ConfigAccess) else ev
+        """One event (or another record, such as a notice's ``to_record()``)."""
         self.count += 1
-        if self.kind == "jsonl":
-            self._fh.write(json.dumps(d, separators=(",", ":")) + "\n")
-        else:
-            self._rows.append(d)
-            if len(self._rows) >= 65536:
-                self._flush_parquet()
+        self._write_row(ev.to_dict() if isinstance(ev, ConfigAccess) else ev)
         if time.monotonic() - self._last_flush >= self.flush_s:
             self.flush()
 
     def write_table(self, t: pa.Table) -> None:
-        """Append an Arrow table of events (Parquet: as a row group; JSONL: as lines)."""
+        """Append an Arrow table of events."""
         self.count += t.num_rows
-        if self.kind == "jsonl":
-            self._fh.write(jsonl_text(t))
-        else:
-            self._write_parquet_table(_conform(t))
+        self._write_table(t)
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
-        if self.kind == "jsonl":
-            self._fh.flush()
-        elif self._rows:
-            self._flush_parquet()
+        self._flush()
 
-    def _flush_parquet(self) -> None:
+    def close(self, footer: dict[str, Any] | None = None) -> None:
+        """Write the footer (``events`` written, ``ended_ns`` and the given facts) and close."""
+        self._close({"record": "footer", "ended_ns": time.time_ns(), "events": self.count, **(footer or {})})
+
+    # what a format provides
+    def _start(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def _write_row(self, d: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _write_table(self, t: pa.Table) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _close(self, footer: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class JsonlTraceWriter(TraceWriter):
+    """JSON Lines: the header line first, then line by line, flushed as it goes; footer last."""
+
+    kind = "jsonl"
+
+    def _start(self, fd: int) -> None:
+        self._fh = os.fdopen(fd, "w", buffering=1 << 16)
+        self._fh.write(json.dumps(self.header, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def _write_row(self, d: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(d, separators=(",", ":")) + "\n")
+
+    def _write_table(self, t: pa.Table) -> None:
+        self._fh.write(jsonl_text(t))
+
+    def _flush(self) -> None:
+        self._fh.flush()
+
+    def _close(self, footer: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(footer, separators=(",", ":")) + "\n")
+        self._fh.close()
+
+
+class ParquetTraceWriter(TraceWriter):
+    """Parquet: row groups (rows gathered 65536 at a time); header and footer in the metadata.
+    Unreadable until closed."""
+
+    kind = "parquet"
+    ROW_GROUP_ROWS = 65536
+
+    def _start(self, fd: int) -> None:
+        os.close(fd)
+        self._rows: list[dict] = []
+        self._pw: pq.ParquetWriter | None = None
+
+    def _write_row(self, d: dict[str, Any]) -> None:
+        self._rows.append(d)
+        if len(self._rows) >= self.ROW_GROUP_ROWS:
+            self._flush()
+
+    def _write_table(self, t: pa.Table) -> None:
+        self._flush()  # rows written before the table stay before it
+        self._write_parquet_table(_conform(t))
+
+    def _flush(self) -> None:
         if self._rows:
             t = _conform(_rows_table(self._rows))
             self._rows = []
@@ -465,16 +526,37 @@ class TraceWriter:
             self._schema = schema
         self._pw.write_table(t.cast(self._schema) if t.schema != self._schema else t)
 
-    def close(self, footer: dict[str, Any] | None = None) -> None:
-        footer = {"record": "footer", "ended_ns": time.time_ns(), "events": self.count, **(footer or {})}
-        if self.kind == "jsonl":
-            self._fh.write(json.dumps(footer, separators=(",", ":")) + "\n")
-            self._fh.close()
-            return
-        self._flush_parquet()
+    def _close(self, footer: dict[str, Any]) -> None:
+        self._flush()
         if self._pw is None:
             empty = arrow_schema().empty_table()
             self._schema = empty.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
             self._pw = pq.ParquetWriter(self.path, self._schema)
         self._pw.add_key_value_metadata({META_FOOTER: json.dumps(footer)})
         self._pw.close()
+
+
+# ------------------------------------------------------------------------------------------
+# The formats
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TraceFormat:
+    """One trace format. ``extensions``: lower-case file-name endings; ``appendable``: readable up
+    to the last flush while being written (a crash leaves a usable file), so live runs can record
+    straight into it (others are recorded as JSON Lines and converted at the end)."""
+
+    name: str
+    extensions: tuple[str, ...]
+    reader: type[TraceReader]
+    writer: type[TraceWriter]
+    appendable: bool
+    help: str
+
+
+TRACE_FORMATS: dict[str, TraceFormat] = {
+    "jsonl": TraceFormat("jsonl", (".jsonl", ".ndjson", ".json"), JsonlTraceReader, JsonlTraceWriter, True,
+                         "JSON Lines: a header line, one event per line, a footer line; any other name"),
+    "parquet": TraceFormat("parquet", (".parquet", ".pq"), ParquetTraceReader, ParquetTraceWriter, False,
+                           "Parquet: the event columns; header and footer in the key/value metadata"),
+}
+DEFAULT_TRACE_FORMAT = "jsonl"  # for names with no known extension
