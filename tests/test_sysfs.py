@@ -6,8 +6,7 @@ import os
 import pytest
 
 from cfgaudit.regions import build_registry, load_devices, load_lspci_dump, load_sysfs, walk
-from common import CXL_BDF, DUMPS, QEMU_CXL, lspci_caps, run_cli
-from helpers import make_fake_sysfs
+from support import CXL_BDF, DUMPS, QEMU_CXL, lspci_caps, make_fake_sysfs, run_cli
 
 
 @pytest.fixture

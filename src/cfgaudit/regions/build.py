@@ -1,43 +1,27 @@
-"""Composition inside ``regions/``: sources -> DeviceSet, and DeviceSet -> RegionRegistry."""
+"""Composition inside ``regions/``: sources -> DeviceSet, and DeviceSet -> RegionRegistry.
+
+Sources come from the :data:`~cfgaudit.regions.sources.SOURCES` table; host paths (sysfs,
+proc) come from a :class:`~cfgaudit.hostpaths.HostPaths` passed down, never hard-coded.
+"""
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from ..errors import InputError, UsageError
+from ..hostpaths import DEFAULT, HostPaths
 from .capabilities import CapMap, walk
-from .configspace import (
-    PCI_CFG_SPACE_SIZE,
-    DeviceSet,
-    infer_config_size,
-    load_lspci_dump,
-    load_snapshot,
-    load_sysfs,
-    normalize_bdf,
-)
-from .kernel import KernelVersion, parse_kernel, upstream_from_proc_version
-from .registry import Region, RegionRegistry
+from .configspace import PCI_CFG_SPACE_SIZE, DeviceSet, infer_config_size, normalize_bdf
+from .kernel import KernelVersion, parse_kernel
+from .registry import RegionRegistry
 from .rules import RULES, DeviceView, Rule, evaluate
+from .sources import HOST_FACTS, SOURCES, Source, running_kernel
 
-__all__ = ["load_devices", "build_registry", "RegistryResult", "running_kernel", "device_views", "parse_driver_overrides"]
+__all__ = ["load_devices", "build_registry", "RegistryResult", "running_kernel", "device_views",
+           "parse_driver_overrides", "SourcePaths"]
 
-DEFAULT_SYSFS = "/sys/bus/pci"
-
-
-def running_kernel(proc_root: str = "/proc") -> tuple[str, str | None, bool]:
-    """(release, upstream version if hidden, booted with iomem=relaxed) of this machine."""
-    def rd(p: str) -> str:
-        try:
-            with open(os.path.join(proc_root, p)) as fh:
-                return fh.read().strip()
-        except OSError:
-            return ""
-    release = rd("sys/kernel/osrelease") or os.uname().release
-    upstream = upstream_from_proc_version(rd("version"))
-    relaxed = "iomem=relaxed" in rd("cmdline").split()
-    return release, upstream, relaxed
+SourcePaths = Mapping[str, str | Iterable[str] | None]
+"""Paths per :data:`SOURCES` row name: one path, or several for a repeatable source."""
 
 
 def parse_driver_overrides(items: Iterable[str]) -> dict[str, str]:
@@ -51,30 +35,63 @@ def parse_driver_overrides(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def load_devices(sysfs_path: str | None = None, lspci_dumps: Iterable[str] = (), snapshot: str | None = None,
-                 drivers: Mapping[str, str] | None = None, proc_root: str = "/proc") -> DeviceSet:
-    """Load devices from the given sources (the live sysfs when none is given).
+def _path_list(row: Source, value: str | Iterable[str] | None) -> list[str]:
+    """The paths given for ``row`` (one string, or an iterable for a repeatable source)."""
+    if not value:
+        return []
+    got = [value] if isinstance(value, str) else [p for p in value if p]
+    if len(got) > 1 and not row.repeatable:
+        raise UsageError(f"{row.flag} takes one {row.metavar or 'path'}, got {len(got)}")
+    return got
 
-    Host facts (kernel release, ``iomem=relaxed``) come from a snapshot, or from this machine
-    when reading the live ``/sys/bus/pci``; dumps and fake trees carry none.
+
+def _given(sources: SourcePaths | None, legacy: Mapping[str, str | Iterable[str] | None]) -> dict[str, list[str]]:
+    """Paths per row name, from ``sources`` (by row name) and the legacy keywords (by ``arg``)."""
+    by_arg = {row.arg: row for row in SOURCES.values()}
+    out: dict[str, list[str]] = {}
+    for arg, value in legacy.items():
+        row = by_arg.get(arg)
+        if row is None:
+            if value:
+                raise UsageError(f"no config-space source takes {arg!r}")
+            continue
+        out.setdefault(row.name, []).extend(_path_list(row, value))
+    for name, value in (sources or {}).items():
+        row = SOURCES.get(name)
+        if row is None:
+            raise UsageError(f"unknown config-space source {name!r}; choose from {', '.join(SOURCES)}")
+        out.setdefault(name, []).extend(_path_list(row, value))
+    for name, got in out.items():
+        _path_list(SOURCES[name], got)  # a non-repeatable source named twice
+    return {k: v for k, v in out.items() if v}
+
+
+def load_devices(sysfs_path: str | None = None, lspci_dumps: Iterable[str] = (), snapshot: str | None = None,
+                 drivers: Mapping[str, str] | None = None, *, paths: HostPaths = DEFAULT,
+                 sources: SourcePaths | None = None) -> DeviceSet:
+    """Load devices from the named sources, iterating :data:`SOURCES` in table order.
+
+    ``sources`` maps row names to paths (``{"lspci-dump": [a, b]}``); the keywords
+    ``sysfs_path``, ``lspci_dumps`` and ``snapshot`` are the same rows by their ``arg``. With
+    no source at all, the rows with a default load it (the sysfs tree at ``paths.sysfs``).
+    Host facts (kernel release, ``iomem=relaxed``, host) come from the sources that carry
+    them: a snapshot, or this machine's live sysfs tree (read from ``paths.proc``).
+    ``drivers`` sets bound drivers by BDF afterwards.
     """
-    dumps = list(lspci_dumps)
+    given = _given(sources, {"sysfs_path": sysfs_path, "lspci_dumps": lspci_dumps, "snapshot": snapshot})
+    if not given:
+        given = {row.name: [row.default(paths)] for row in SOURCES.values() if row.default is not None}
     ds = DeviceSet()
     warn = ds.warnings.append
-    if snapshot:
-        snap = load_snapshot(snapshot)
-        snap.warnings = ds.warnings
-        ds = snap
-    for path in dumps:
-        for cs in load_lspci_dump(path, warn):
-            ds.add(cs, f"{path}: ")
-    if sysfs_path or (not snapshot and not dumps):
-        root = sysfs_path or DEFAULT_SYSFS
-        for cs in load_sysfs(root, warn):
-            ds.add(cs, f"{root}: ")
-        if os.path.realpath(root) == os.path.realpath(DEFAULT_SYSFS):
-            ds.kernel_release, ds.kernel_version, ds.iomem_relaxed = running_kernel(proc_root)
-            ds.host = socket.gethostname()
+    for row in SOURCES.values():
+        for path in given.get(row.name, ()):
+            part = row.load(path, warn, paths)
+            ds.warnings.extend(part.warnings)
+            for cs in part.sorted():
+                ds.add(cs, f"{path}: ")
+            if any(getattr(part, k) is not None for k in HOST_FACTS):
+                for k in HOST_FACTS:
+                    setattr(ds, k, getattr(part, k))
     for bdf, name in (drivers or {}).items():
         if bdf not in ds.devices:
             raise UsageError(f"--driver {bdf}={name}: no such device in the sources")
@@ -126,10 +143,12 @@ class RegistryResult:
 
 
 def build_registry(ds: DeviceSet, kernel: str | None = None, claims: Iterable[Rule] = (),
-                   iomem_relaxed: bool | None = None, rules: list[Rule] | None = None) -> RegistryResult:
+                   iomem_relaxed: bool | None = None, rules: list[Rule] | None = None, *,
+                   paths: HostPaths = DEFAULT) -> RegistryResult:
     """Evaluate the ownership table (plus user claims) for ``ds`` on a kernel release.
 
-    ``kernel`` defaults to the snapshot's release, then the running kernel's. Kernel claims
+    ``kernel`` defaults to the snapshot's release, then the running kernel's (read from
+    ``paths.proc``). Kernel claims
     are requested in table order, then user claims; an exclusive claim that overlaps an
     earlier one fails exactly as in the kernel (one owner per byte) and gives a warning.
     """
@@ -139,7 +158,7 @@ def build_registry(ds: DeviceSet, kernel: str | None = None, claims: Iterable[Ru
     elif ds.kernel_release:
         kv = parse_kernel(ds.kernel_release, ds.kernel_version)
     else:
-        rel, upstream, _ = running_kernel()
+        rel, upstream, _ = running_kernel(paths)
         kv = parse_kernel(rel, upstream)
         warnings.append(f"no kernel release given: evaluating rules for the running kernel {rel}")
     relaxed = bool(ds.iomem_relaxed) if iomem_relaxed is None else iomem_relaxed

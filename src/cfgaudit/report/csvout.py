@@ -1,10 +1,11 @@
 """Findings tables (Arrow, from :meth:`cfgaudit.analyze.Analyzer.feed_arrow`) as CSV bytes.
 
-Writes exactly what ``DataFrame.to_csv(header=False, index=False, lineterminator="\\n")`` writes
-for the same findings as a DataFrame with :data:`FINDING_COLUMNS` dtypes: ``True``/``False``
-for booleans, nothing for missing values, a field quoted (quotes doubled) only when it holds a
-comma, a quote or a line-terminator character (the csv module's QUOTE_MINIMAL), but it builds
-the text with Arrow's string kernels instead of a Python loop per row.
+Writes exactly what the ``csv`` report format (report/render.py ``_render_csv``) writes for the
+same findings: ``true``/``false`` for booleans, nothing for missing values, a field quoted
+(quotes doubled) only when it holds a comma, a quote or a line-terminator character (the csv
+module's QUOTE_MINIMAL with ``lineterminator="\\n"``), but it builds the text with Arrow's
+string kernels instead of a Python loop per row. :class:`CsvSink` is that format's streaming
+hook (the ``stream`` of its RENDERERS row): findings chunk by chunk, in bounded memory.
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import csv
 import io
 import queue
 import threading
-from typing import IO
+from typing import IO, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["findings_csv", "CsvSink", "SLICE_ROWS"]
+__all__ = ["findings_csv", "header_line", "CsvSink", "SLICE_ROWS"]
 
 SLICE_ROWS = 1 << 18  # rows turned into text at once (keeps each piece far below 2 GiB)
 
@@ -67,10 +68,11 @@ def _field(a: pa.Array) -> pa.Array:
     t = a.type
     if pa.types.is_dictionary(t):
         d = a.dictionary
-        d = _quoted(d.cast(pa.string())) if pa.types.is_string(d.type) or pa.types.is_large_string(d.type) else _field(d)
+        is_text = pa.types.is_string(d.type) or pa.types.is_large_string(d.type)
+        d = _quoted(d.cast(pa.string())) if is_text else _field(d)
         return d.take(a.indices)
     if pa.types.is_boolean(t):
-        return pc.if_else(a, pa.scalar("True"), pa.scalar("False"))
+        return pc.if_else(a, pa.scalar("true"), pa.scalar("false"))
     if pa.types.is_integer(t):
         return pc.cast(a, pa.string())
     if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -94,18 +96,30 @@ def findings_csv(t: pa.Table) -> pa.Buffer:
     return line.buffers()[2].slice(int(offs[0]), int(offs[-1] - offs[0]))
 
 
+def header_line(columns: Sequence[str]) -> str:
+    """The CSV header record for ``columns`` (as csv.writer writes it, ``\\n``-terminated)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(list(columns))
+    return buf.getvalue()
+
+
 class CsvSink:
     """Writes findings tables to a text stream as CSV rows; counts rows and failing findings
     (kind exclusive or managed, not allowed by a user claim).
 
-    With ``background``, the text is made and written by a worker thread (in order) while the
-    caller analyses the next chunk; at most ``depth`` tables wait for it. Call :meth:`close`
-    at the end (it waits for the worker and raises what it raised)."""
+    With ``header`` (column names), the header record is written first, at construction (it
+    is there even when no findings follow). With ``background``, the text is made and written
+    by a worker thread (in order) while the caller analyses the next chunk; at most ``depth``
+    tables wait for it. Call :meth:`close` at the end (it waits for the worker and raises what
+    it raised)."""
 
-    def __init__(self, out: IO[str], background: bool = False, depth: int = 1) -> None:
+    def __init__(self, out: IO[str], background: bool = False, depth: int = 1,
+                 header: Sequence[str] | None = None) -> None:
         self.out = out
         self.rows = 0
         self.failing = 0
+        if header is not None:
+            out.write(header_line(header))
         enc = getattr(out, "encoding", None)
         self._raw = getattr(out, "buffer", None) if enc and codecs.lookup(enc).name == "utf-8" else None
         self._q: queue.Queue | None = None
@@ -116,6 +130,7 @@ class CsvSink:
             self._worker.start()
 
     def __call__(self, f: pa.Table) -> None:
+        """Write one findings table (columns of FINDING_COLUMNS, in order)."""
         if f.num_rows == 0:
             return
         self.rows += f.num_rows
@@ -140,6 +155,7 @@ class CsvSink:
                     self._err = err
 
     def close(self) -> None:
+        """Wait for the worker (if any) and raise what it raised; the stream stays open."""
         if self._q is not None:
             self._q.put(None)
             self._worker.join()

@@ -1,7 +1,8 @@
-"""Rendering of listings (devices, regions): ``table``, ``json`` and ``csv``.
+"""Rendering of listings (devices, regions, doctor): one table of formats, :data:`LISTINGS`.
 
 Rows are plain dicts; a column spec says which keys a text table shows, how wide, and how
-to format values (hex for offsets and IDs, as lspci does).
+to format values (hex for offsets and IDs, as lspci does). Offsets and sizes in the rows are
+bytes; the ``table`` format is at most ``max_width`` characters wide (the last column wraps).
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["Column", "render_listing", "LISTING_FORMATS"]
+from ..errors import UsageError
 
-LISTING_FORMATS = ("table", "json", "csv")
+__all__ = ["Column", "render_listing", "LISTINGS", "LISTING_FORMATS"]
 
 
 @dataclass(frozen=True)
@@ -49,18 +50,38 @@ def _csv_value(v: Any) -> Any:
     return "" if v is None else v
 
 
-def render_listing(rows: Sequence[dict], fmt: str, cols: Sequence[Column], csv_keys: Sequence[str] | None = None) -> str:
-    """Render ``rows`` as ``fmt`` (one of :data:`LISTING_FORMATS`)."""
-    if fmt == "json":
-        return json.dumps(list(rows), indent=1) + "\n"
-    if fmt == "csv":
-        keys = list(csv_keys or (rows[0].keys() if rows else [c.key for c in cols]))
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(keys)
-        for r in rows:
-            w.writerow([_csv_value(r.get(k)) for k in keys])
-        return buf.getvalue()
-    if fmt == "table":
-        return _table(rows, cols)
-    raise ValueError(f"unknown listing format {fmt!r}")
+def _json(rows: Sequence[dict], cols: Sequence[Column], csv_keys: Sequence[str] | None) -> str:
+    return json.dumps(list(rows), indent=1) + "\n"
+
+
+def _csv(rows: Sequence[dict], cols: Sequence[Column], csv_keys: Sequence[str] | None) -> str:
+    keys = list(csv_keys or (rows[0].keys() if rows else [c.key for c in cols]))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    for r in rows:
+        w.writerow([_csv_value(r.get(k)) for k in keys])
+    return buf.getvalue()
+
+
+def _text_table(rows: Sequence[dict], cols: Sequence[Column], csv_keys: Sequence[str] | None) -> str:
+    return _table(rows, cols)
+
+
+LISTINGS: dict[str, Callable[[Sequence[dict], Sequence[Column], Sequence[str] | None], str]] = {
+    "table": _text_table,  # aligned text columns, at most 100 characters wide
+    "json": _json,         # a JSON array of the rows, every key
+    "csv": _csv,           # a header of the keys (csv_keys, else the first row's), one record per row
+}
+LISTING_FORMATS: tuple[str, ...] = tuple(LISTINGS)
+
+
+def render_listing(rows: Sequence[dict], fmt: str, cols: Sequence[Column],
+                   csv_keys: Sequence[str] | None = None) -> str:
+    """Render ``rows`` as ``fmt`` (one of :data:`LISTING_FORMATS`); ``csv_keys`` fixes the CSV
+    columns (default: the first row's keys)."""
+    try:
+        fn = LISTINGS[fmt]
+    except KeyError:
+        raise UsageError(f"unknown listing format {fmt!r}; choose from {', '.join(LISTINGS)}") from None
+    return fn(rows, cols, csv_keys)

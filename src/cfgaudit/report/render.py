@@ -1,6 +1,10 @@
 """Renderers for audit reports: one table of output formats.
 
-Each :class:`Renderer` turns a :class:`~cfgaudit.report.frames.Report` into text. The formats
+Each :class:`Renderer` (a row of :data:`RENDERERS`) turns a
+:class:`~cfgaudit.report.frames.Report` into text; a row may also have a streaming hook
+(``stream``) that writes findings chunk by chunk in bounded memory (a :class:`FindingsSink`).
+Adding a format is one row: the CLI's ``--format`` choices (:data:`FORMATS`) and
+docs/formats.md follow the table. The formats
 share their wording: one sentence per finding (:func:`finding_message`), one line of totals
 (:func:`summary_text`), one set of display cells per finding (:func:`_display_rows`) and one set
 of summary tables (:func:`_summary_tables`). Renderers never print and never read files.
@@ -20,17 +24,20 @@ import re
 import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, overload
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..errors import UsageError
+from .csvout import CsvSink
 from .frames import FINDING_COLUMNS, SEVERITY, Report, by_device, by_process, by_region, by_time
-from .live import value_text
 from .listing import Column, render_listing
+from .live import value_text
 
-__all__ = ["Renderer", "RENDERERS", "FORMATS", "render", "finding_message", "summary_text"]
+__all__ = ["Renderer", "RENDERERS", "FORMATS", "FindingsSink", "render", "finding_message", "summary_text"]
 
 TABLE_WIDTH = 100  # characters per line of the ``table`` format
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -39,14 +46,39 @@ _OTHER_COLOR = "#999999"
 _ELLIPSIS = "\u2026"
 
 
+class FindingsSink(Protocol):
+    """A streaming writer of findings, made by a :class:`Renderer`'s ``stream(out)``.
+
+    Called with each findings chunk (a ``pyarrow.Table``: the analyzer's ``feed_arrow`` output,
+    columns of :data:`FINDING_COLUMNS` in order, string columns possibly dictionary-encoded),
+    then :meth:`close` once (which flushes and raises any deferred error; ``out`` stays open).
+    Anything the format needs before the first finding (CSV's header record) is written when
+    the sink is made. ``rows``: findings written; ``failing``: findings of kind exclusive or
+    managed not allowed by a user claim.
+    """
+
+    rows: int
+    failing: int
+
+    def __call__(self, findings: pa.Table, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Renderer:
-    """One output format: ``render(report)`` returns the whole document as text."""
+    """One output format (a row of :data:`RENDERERS`).
+
+    ``render(report)`` returns the whole document as text; ``file_ext`` is the usual file name
+    extension (no dot); ``stream``, when set, makes a :class:`FindingsSink` writing the same
+    document to a text stream chunk by chunk (for formats that can be written in bounded memory).
+    """
 
     name: str
     help: str
     render: Callable[[Report], str]
     file_ext: str
+    stream: Callable[[IO[str]], FindingsSink] | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,7 +407,8 @@ def _render_table(report: Report) -> str:
                                        break_long_words=True, break_on_hyphens=False)
         for t in _summary_tables(report.findings):
             lines += ["", t.title + ":"]
-            lines += [_clip(l, width) for l in render_listing(t.rows, "table", t.columns).rstrip("\n").split("\n")]
+            text = render_listing(t.rows, "table", t.columns).rstrip("\n")
+            lines += [_clip(row_text, width) for row_text in text.split("\n")]
     lines += ["", "Totals:"]
     for s in _summary_lines(report.summary or {}):
         lines += textwrap.wrap(s, width, initial_indent="  ", subsequent_indent="    ")
@@ -425,6 +458,12 @@ def _render_csv(report: Report) -> str:
     for r in _records(report.findings, cols):
         w.writerow([_csv_cell(r[c]) for c in cols])
     return buf.getvalue()
+
+
+def _stream_csv(out: IO[str]) -> CsvSink:
+    """The csv format, streamed: the header record now, then each findings chunk's records
+    (made and written by a worker thread while the caller analyses the next chunk)."""
+    return CsvSink(out, background=True, header=list(FINDING_COLUMNS))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,8 +549,8 @@ def _plot_devices(report: Report) -> list[str]:
 
 
 def _device_svg(bdf: str, regions: list[dict[str, Any]], hist: list[dict[str, Any]],
-                finding_offsets: list[int]) -> str:
-    """An inline SVG: owned ranges of ``bdf`` shaded by kind, writes per config offset (bytes)
+                finding_offsets: list[int]) -> list[str]:
+    """An inline SVG (as lines): owned ranges of ``bdf`` shaded by kind, writes per config offset (bytes)
     as bars with log-scaled height."""
     ends = ([_int(r.get("start")) + max(_int(r.get("length")) - 1, 0) for r in regions]
             + [_int(h.get("offset")) for h in hist] + finding_offsets)
@@ -637,8 +676,6 @@ def _rule_id(row: dict[str, Any]) -> str:
 
 
 def _tool_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("cfgaudit")
     except PackageNotFoundError:
@@ -758,7 +795,8 @@ def _render_junit(report: Report) -> str:
 RENDERERS: dict[str, Renderer] = {r.name: r for r in (
     Renderer("table", "terminal text: findings, per-device/region/process summaries, totals", _render_table, "txt"),
     Renderer("json", "JSON object: findings (every column), summary with breakdowns, meta", _render_json, "json"),
-    Renderer("csv", "CSV: a header of every finding column, one record per finding", _render_csv, "csv"),
+    Renderer("csv", "CSV: a header of every finding column, one record per finding", _render_csv, "csv",
+             stream=_stream_csv),
     Renderer("markdown", "Markdown: meta, summary, findings table and summary tables", _render_markdown, "md"),
     Renderer("html", "one self-contained HTML page with SVG plots of writes over config offsets",
              _render_html, "html"),
@@ -767,7 +805,46 @@ RENDERERS: dict[str, Renderer] = {r.name: r for r in (
     Renderer("sarif", "SARIF 2.1.0 log for code-scanning tools", _render_sarif, "sarif"),
     Renderer("junit", "JUnit XML: one test case per owned region written to", _render_junit, "xml"),
 )}
-FORMATS: tuple[str, ...] = tuple(RENDERERS)
+
+
+class _Names(Sequence[str]):
+    """The row names of a table, read-only and live (a row added later is in it); compares
+    equal to the tuple of the same names."""
+
+    def __init__(self, table: Mapping[str, object]) -> None:
+        self._table = table
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[str, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> str | tuple[str, ...]:
+        return tuple(self._table)[i]
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(self._table))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (tuple, list, _Names)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+FORMATS: Sequence[str] = _Names(RENDERERS)
+"""The format names, in table order (the CLI's ``--format`` choices); follows :data:`RENDERERS`."""
 
 
 def render(report: Report, fmt: str) -> str:
