@@ -1,29 +1,42 @@
-"""cfgaudit: audit user-space writes to PCI configuration space.
+"""cfgaudit: audit user-space writes to PCI configuration space against the ranges kernel drivers own.
 
-The public API; everything else is internal. See README.md.
+This package's namespace is the library; everything under it is internal. Three areas:
+
+* inventory: :func:`open_devices` (from :class:`Sources`), :func:`devices_rows`, :func:`registry_for`
+  (the ownership rules for a kernel release), :func:`regions_rows`, :func:`write_snapshot`;
+* audit: :func:`open_analysis` then :func:`run_analysis` / :func:`render_report` / :func:`replay`,
+  :func:`analyze_traces` (findings as a DataFrame), :func:`load_trace`, :func:`failing`;
+* live: :class:`LiveRun` (a context manager) with :class:`TraceConfig`, :func:`doctor_rows`.
+
+Errors are :class:`CfgauditError` (``InputError``, ``UsageError``, ``BackendError``).
+Offsets and sizes are bytes, times ns. See README.md.
 """
 from __future__ import annotations
 
-from .errors import BackendError, CfgauditError, InputError, UsageError
-from .regions import (
-    Capability,
-    ConfigSpace,
-    Region,
-    RegionRegistry,
-    build_registry,
-    load_devices,
+from .audit import (
+    FAIL_LEVELS,
+    Analysis,
+    failing,
+    load_trace,
+    open_analysis,
+    render_report,
+    replay,
+    run_analysis,
+    stream_analysis,
 )
+from .audit import analyze as analyze_traces
+from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackendError, CfgauditError, InputError, UsageError
+from .hostpaths import HostPaths
+from .inventory import Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
+from .live import LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host
+from .regions import Capability, ConfigSpace, Region, RegionRegistry, build_registry, load_devices
 
 __all__ = [
-    "BackendError",
-    "CfgauditError",
-    "InputError",
-    "UsageError",
-    "Capability",
-    "ConfigSpace",
-    "Region",
-    "RegionRegistry",
-    "build_registry",
-    "load_devices",
+    "CfgauditError", "InputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS", "EXIT_ERROR",
+    "HostPaths", "Sources", "open_devices", "devices_rows", "registry_for", "regions_rows", "write_snapshot",
+    "load_devices", "build_registry", "Capability", "ConfigSpace", "Region", "RegionRegistry",
+    "FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "render_report", "replay",
+    "analyze_traces", "load_trace", "failing",
+    "TraceConfig", "LiveRun", "LiveBatch", "doctor_rows", "prepare_host",
 ]
 __version__ = "0.1.0"

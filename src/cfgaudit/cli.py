@@ -1,20 +1,52 @@
-"""The ``cfgaudit`` command line: a thin click layer over :mod:`cfgaudit.api`.
+"""The ``cfgaudit`` command line: a thin click layer over the library (the ``cfgaudit`` package).
 
-Errors are translated once, here: a :class:`~cfgaudit.errors.CfgauditError` or a usage
-error prints one line ``Error: ...`` on stderr and exits 2.
+Presentation lives here and in report/: the library returns data and Reports. Errors are
+translated once, here: a :class:`~cfgaudit.errors.CfgauditError` or a usage error prints one
+line ``Error: ...`` on stderr and exits 2.
 """
 from __future__ import annotations
 
-import functools
+import io
+import signal
 import sys
-from typing import Callable
+import time
+from types import FrameType
+from typing import Any, Callable
 
 import click
 
-from . import api
+from . import (
+    FAIL_LEVELS,
+    Analysis,
+    HostPaths,
+    LiveBatch,
+    LiveRun,
+    Sources,
+    TraceConfig,
+    devices_rows,
+    doctor_rows,
+    failing,
+    open_analysis,
+    open_devices,
+    prepare_host,
+    regions_rows,
+    registry_for,
+    render_report,
+    run_analysis,
+    write_snapshot,
+)
+from . import (
+    replay as replay_analysis,
+)
 from .errors import EXIT_ERROR, CfgauditError
+from .report.inventory import render_devices, render_doctor, render_regions
+from .report.listing import LISTING_FORMATS
+from .report.live import LIVE_HEADER, event_lines, live_lines, notice_line, summary_lines
+from .report.progress import Progress
+from .report.render import FORMATS as REPORT_FORMATS
+from .report.render import RENDERERS, render
 
-FORMATS = ("table", "json", "csv")
+FORMATS = LISTING_FORMATS
 
 
 def source_options(f: Callable) -> Callable:
@@ -57,8 +89,8 @@ def rule_options(f: Callable) -> Callable:
     return f
 
 
-def _sources(sysfs_path, lspci_dumps, snapshot, drivers) -> api.Sources:
-    return api.Sources(sysfs_path, list(lspci_dumps), snapshot, list(drivers))
+def _sources(sysfs_path, lspci_dumps, snapshot, drivers) -> Sources:
+    return Sources(sysfs_path, list(lspci_dumps), snapshot, list(drivers))
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -108,8 +140,8 @@ def devices(sysfs_path, lspci_dumps, snapshot, drivers, fmt, output) -> None:
       cfgaudit devices --lspci-dump cxl.txt --format json
       cfgaudit devices --sysfs-path /tmp/fake-sysfs --format csv
     """
-    ds = api.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    text = api.render_devices(ds, fmt)
+    ds = open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    text = render_devices(devices_rows(ds), fmt)
     _warn(ds.warnings)
     _emit(text, output)
 
@@ -133,9 +165,9 @@ def regions(sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_re
       cfgaudit regions --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci --kernel 6.2.0
       cfgaudit regions --snapshot host.json --claims site-claims.toml --format json
     """
-    ds = api.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    res = api.registry_for(ds, kernel, claims, iomem_relaxed)
-    text = api.render_regions(res, fmt)
+    ds = open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    res = registry_for(ds, kernel, claims, iomem_relaxed)
+    text = render_regions(regions_rows(res), fmt, str(res.kernel), res.iomem_relaxed)
     _warn(ds.warnings + res.warnings)
     _emit(text, output)
 
@@ -158,8 +190,8 @@ def snapshot(sysfs_path, lspci_dumps, snapshot, drivers, output, kernel, iomem_r
       sudo cfgaudit snapshot -o host.json
       cfgaudit snapshot --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci --kernel 6.2.0 -o cxl.json
     """
-    ds = api.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    n = api.write_snapshot(ds, output, kernel=kernel, iomem_relaxed=iomem_relaxed, host=host)
+    ds = open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    n = write_snapshot(ds, output, kernel=kernel, iomem_relaxed=iomem_relaxed, host=host)
     _warn(ds.warnings)
     click.echo(f"{output}: {n} devices", err=True)
 
@@ -176,20 +208,20 @@ def trace_options(f: Callable) -> Callable:
 
 
 def _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
-              speed: float = 0.0) -> "api.Analysis":
-    a = api.open_analysis(list(traces), _sources(sysfs_path, lspci_dumps, snapshot, drivers), kernel, claims,
-                          iomem_relaxed, reads, skip_bad, speed)
+              speed: float = 0.0) -> tuple[Analysis, int]:
+    """Open an analysis and show its warnings so far; returns it with the number shown."""
+    a = open_analysis(list(traces), _sources(sysfs_path, lspci_dumps, snapshot, drivers), kernel, claims,
+                      iomem_relaxed, reads, skip_bad, speed)
     _warn(a.warnings)
-    a.shown = len(a.warnings)
-    return a
+    return a, len(a.warnings)
 
 
-def _finish(report, a) -> None:
-    _warn(a.warnings[a.shown:])
-    if report.summary.get("skipped"):
-        click.echo(f"Warning: skipped {report.summary['skipped']} malformed trace line(s)", err=True)
-    if report.summary.get("lost"):
-        click.echo(f"Warning: the tracer lost {report.summary['lost']} event(s): findings may be missing", err=True)
+def _finish(summary: dict, a: Analysis, shown: int) -> None:
+    _warn(a.warnings[shown:])
+    if summary.get("skipped"):
+        click.echo(f"Warning: skipped {summary['skipped']} malformed trace line(s)", err=True)
+    if summary.get("lost"):
+        click.echo(f"Warning: the tracer lost {summary['lost']} event(s): findings may be missing", err=True)
 
 
 @cli.command()
@@ -197,7 +229,7 @@ def _finish(report, a) -> None:
 @source_options
 @rule_options
 @trace_options
-@click.option("--format", "fmt", type=click.Choice(api.REPORT_FORMATS), default="table", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
               help="report format")
 @output_option
 def analyze(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
@@ -215,22 +247,26 @@ def analyze(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, 
       cfgaudit analyze big.parquet --format csv -o findings.csv   # streams, bounded memory
       cfgaudit analyze t.jsonl --format html -o report.html
     """
-    a = _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad)
-    if fmt == "csv":
-        if output:
+    a, shown = _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads,
+                         skip_bad)
+    progress = Progress(a.total_bytes)
+    try:
+        if output and RENDERERS[fmt].stream is not None:  # streamed: bounded memory, straight to the file
             try:
                 with open(output, "w", newline="") as fh:
-                    rep = api.analyze_to_csv(a, fh)
+                    rep = render_report(a, fmt, fh, progress)
             except OSError as err:
                 raise CfgauditError(f"cannot write: {err.strerror}", path=output) from err
+        elif output:  # the whole document, written once the analysis succeeded
+            buf = io.StringIO()
+            rep = render_report(a, fmt, buf, progress)
+            _emit(buf.getvalue(), output)
         else:
-            rep = api.analyze_to_csv(a, sys.stdout)
-        _finish(rep, a)
-        return 1 if rep.summary["failing"] else 0
-    rep = api.run_analysis(a)
-    _emit(api.render_report(rep, fmt), output)
-    _finish(rep, a)
-    return 1 if api.failing(rep.findings, "managed") else 0
+            rep = render_report(a, fmt, sys.stdout, progress)
+    finally:
+        progress.done()
+    _finish(rep.summary, a, shown)
+    return 1 if rep.summary["failing"] else 0
 
 
 @cli.command()
@@ -238,9 +274,9 @@ def analyze(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, 
 @source_options
 @rule_options
 @trace_options
-@click.option("--fail-on", type=click.Choice(api.FAIL_LEVELS), default="exclusive", show_default=True,
+@click.option("--fail-on", type=click.Choice(FAIL_LEVELS), default="exclusive", show_default=True,
               help="lowest kind of finding that fails the check")
-@click.option("--format", "fmt", type=click.Choice(api.REPORT_FORMATS), default="table", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
               help="report format (github, sarif and junit suit CI)")
 @output_option
 def check(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
@@ -253,11 +289,16 @@ def check(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, io
       cfgaudit check trace.jsonl --fail-on managed --format junit -o cfgaudit.xml
       cfgaudit check trace.jsonl --snapshot host.json --claims site.toml --format sarif -o cfgaudit.sarif
     """
-    a = _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad)
-    rep = api.run_analysis(a)
-    _emit(api.render_report(rep, fmt), output)
-    _finish(rep, a)
-    return 1 if api.failing(rep.findings, fail_on) else 0
+    a, shown = _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads,
+                         skip_bad)
+    progress = Progress(a.total_bytes)
+    try:
+        rep = run_analysis(a, progress)
+    finally:
+        progress.done()
+    _emit(render(rep, fmt), output)
+    _finish(rep.summary, a, shown)
+    return 1 if failing(rep.findings, fail_on) else 0
 
 
 @cli.command()
@@ -277,15 +318,21 @@ def replay(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, i
       cfgaudit replay sample-traces/cxl-doe-6.2/trace.jsonl
       cfgaudit replay trace.parquet --speed 0 --snapshot host.json
     """
-    a = _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
-                  speed)
-    rep = api.replay_lines(a, click.echo, verbose)
+    a, shown = _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads,
+                         skip_bad, speed)
+    click.echo(LIVE_HEADER)
+
+    def show(t0: int, f: Any) -> None:
+        for line in live_lines(f, t0, verbose):
+            click.echo(line)
+
+    rep = replay_analysis(a, show)
     s = rep.summary
     click.echo(f"{s['events']} events, {s['writes']} writes: {s['writes_with_findings']} hit owned bytes "
                f"({s['exclusive_writes']} exclusive, {s['managed_writes']} managed); "
                f"the kernel would taint on {s['kernel_taints']}")
-    _finish(rep, a)
-    return 1 if api.failing(rep.findings, "managed") else 0
+    _finish(rep.summary, a, shown)
+    return 1 if failing(rep.findings, "managed") else 0
 
 
 def live_options(f: Callable) -> Callable:
@@ -316,37 +363,45 @@ def live_options(f: Callable) -> Callable:
 
 
 class _Stop:
-    """SIGINT/SIGTERM end a live run cleanly (footer, summary)."""
+    """SIGINT/SIGTERM (or a deadline in seconds) end a live run cleanly: footer, summary."""
 
     def __init__(self, deadline_s: float | None = None) -> None:
-        import signal
-        import time
-
         self.flag = False
         self.end = None if deadline_s is None else time.monotonic() + deadline_s
         self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.flag = True
 
     def __call__(self) -> bool:
-        import time
-
         return self.flag or (self.end is not None and time.monotonic() >= self.end)
 
     def restore(self) -> None:
-        import signal
-
         for s, h in self._old.items():
             signal.signal(s, h)
 
 
 def _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
-                 buffer_pages, verbose, pid=0, duration=None) -> "api.TraceConfig":
-    return api.TraceConfig(backend=backend, sysfs_path=sysfs_path, procfs_path=procfs_path, pid=pid, comm=comm,
-                           bdfs=list(bdfs), duration_s=duration, reads=reads, output=output, kernel=kernel,
-                           claims=list(claims), iomem_relaxed=iomem_relaxed, verbose=verbose,
-                           buffer_pages=buffer_pages, drivers=list(drivers))
+                 buffer_pages, pid=0, duration=None) -> TraceConfig:
+    return TraceConfig(backend=backend, paths=HostPaths().with_(sysfs=sysfs_path, procfs=procfs_path), pid=pid,
+                       comm=comm, bdfs=list(bdfs), duration_s=duration, reads=reads, output=output, kernel=kernel,
+                       claims=list(claims), iomem_relaxed=iomem_relaxed, buffer_pages=buffer_pages,
+                       drivers=list(drivers))
+
+
+def _printer(verbose: bool, err: bool) -> Callable[[LiveBatch], None]:
+    """Prints a live batch: unmediated-access notices, findings (and with -v every other access)."""
+    def show(b: LiveBatch) -> None:
+        for n in b.notices:
+            click.echo(notice_line(n.pid, n.comm, n.what), err=err)
+        if verbose and b.events.num_rows:
+            hit = set(b.findings["event_index"].tolist()) if not b.findings.empty else set()
+            rows = [e for i, e in enumerate(b.events.to_pylist()) if b.base + i not in hit]
+            for line in event_lines(rows, b.t0_ns):
+                click.echo(line, err=err)
+        for line in live_lines(b.findings, b.t0_ns):
+            click.echo(line, err=err)
+    return show
 
 
 @cli.command()
@@ -368,25 +423,26 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
       sudo cfgaudit trace -n setpci -v --kernel 6.2.0   # what a 6.2 kernel would have said
     """
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
-                       iomem_relaxed, buffer_pages, verbose, pid, duration)
-    run = api.LiveRun(cfg)
-    _warn(run.warnings)
-    stop = _Stop(duration)
-    try:
-        click.echo("Tracing config-space writes ... Ctrl-C to end.")
-        click.echo(api.LIVE_HEADER)
-        api.run_live(run, lambda line: click.echo(line), stop)
-    finally:
-        stop.restore()
-    rep = run.finish()
-    for line in api.summary_lines(rep):
+                       iomem_relaxed, buffer_pages, pid, duration)
+    live = LiveRun(cfg, on_batch=_printer(verbose, err=False))
+    _warn(live.warnings)
+    with live:
+        stop = _Stop(duration)
+        try:
+            click.echo("Tracing config-space writes ... Ctrl-C to end.")
+            click.echo(LIVE_HEADER)
+            live.run(stop)
+        finally:
+            stop.restore()
+        rep = live.finish()
+    for line in summary_lines(rep.summary):
         click.echo(line, err=bool(rep.summary.get("lost")) and line.startswith("Possibly"))
     return 0
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @live_options
-@click.option("--fail-on", type=click.Choice(api.FAIL_LEVELS), default="exclusive", show_default=True,
+@click.option("--fail-on", type=click.Choice(FAIL_LEVELS), default="exclusive", show_default=True,
               help="lowest kind of finding that makes the run fail (exit 1)")
 @click.argument("cmd", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
@@ -402,19 +458,20 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
       sudo cfgaudit run --fail-on managed -o run.jsonl -- setpci -s 0d:00.0 CAP_EXP+10.w=0:3
     """
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
-                       iomem_relaxed, buffer_pages, verbose)
-    live = api.LiveRun(cfg, follow=True)
+                       iomem_relaxed, buffer_pages)
+    live = LiveRun(cfg, follow=True, on_batch=_printer(verbose, err=True))
     _warn(live.warnings)
-    stop = _Stop()
-    try:
-        click.echo(api.LIVE_HEADER, err=True)
-        code = api.run_command(live, list(cmd), lambda line: click.echo(line, err=True), stop)
-    finally:
-        stop.restore()
-    rep = live.finish()
-    for line in api.summary_lines(rep):
+    with live:
+        stop = _Stop()
+        try:
+            click.echo(LIVE_HEADER, err=True)
+            code = live.run_command(list(cmd), stop)
+        finally:
+            stop.restore()
+        rep = live.finish()
+    for line in summary_lines(rep.summary):
         click.echo(f"cfgaudit: {line}", err=True)
-    if api.failing(rep.findings, fail_on):
+    if failing(rep.findings, fail_on):
         click.echo(f"cfgaudit: FAIL: writes into owned bytes at or above '{fail_on}'", err=True)
         return 1
     return code
@@ -422,16 +479,22 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="output format")
-def doctor(fmt) -> int:
-    """Say which live backends can run here, and why the others cannot.
+@click.option("--fix", is_flag=True, help="mount what the live backends need (tracefs, debugfs), as root")
+def doctor(fmt, fix) -> int:
+    """Say which live backends can run here, and why the others cannot. It only looks: with --fix
+    it also mounts what the live backends need (they do so themselves when a session starts).
 
     \b
     Examples:
       sudo cfgaudit doctor
       cfgaudit doctor --format json
+      sudo cfgaudit doctor --fix
     """
-    rows = api.doctor_rows()
-    click.echo(api.render_doctor(rows, fmt), nl=False)
+    paths = HostPaths()
+    if fix:
+        for line in prepare_host(paths):
+            click.echo(f"doctor: {line}", err=True)
+    click.echo(render_doctor(doctor_rows(paths), fmt), nl=False)
     return 0
 
 

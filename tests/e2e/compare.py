@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 
-from cfgaudit import api
+import cfgaudit
 
 CLAIMS = """[[claim]]
 kind = "exclusive"
@@ -63,7 +63,7 @@ def model(header: dict, events: list[dict], claims: str | None, tmp: str) -> dic
         fh.write(json.dumps(header) + "\n")
         for e in events:
             fh.write(json.dumps(e) + "\n")
-    f = api.analyze(path, claims=[claims] if claims else [])
+    f = cfgaudit.analyze_traces(path, claims=[claims] if claims else [])
     for r in f.to_dict("records"):
         m = out.get((r["ts_ns"], r.get("tid")))
         if m is None:

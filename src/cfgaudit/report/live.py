@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["LIVE_HEADER", "live_lines", "value_text"]
+__all__ = ["LIVE_HEADER", "live_lines", "value_text", "notice_line", "event_lines", "summary_lines"]
 
-LIVE_HEADER = f"{'TIME(s)':<10} {'PID':>7} {'COMM':<15} {'BDF':<12} {'OFF':>5} {'SZ':>2} {'VALUE':<8} {'OWNER':<12} VERDICT"
+LIVE_HEADER = (f"{'TIME(s)':<10} {'PID':>7} {'COMM':<15} {'BDF':<12} {'OFF':>5} {'SZ':>2} {'VALUE':<8} "
+               f"{'OWNER':<12} VERDICT")
 
 
 def value_text(data: object, size: int) -> str:
@@ -41,4 +42,33 @@ def live_lines(f: pd.DataFrame, t0_ns: int, verbose: bool = False) -> list[str]:
                 out.append(f"{'':>10} {row.doe[:88]}")
         if isinstance(row.kernel_message, str):
             out.append(f"    dmesg: {row.kernel_message[:89]}")
+    return out
+
+
+def notice_line(pid: int, comm: str, what: str) -> str:
+    """The line for a grant of unmediated access (ioperm/iopl, /dev/mem, /dev/port)."""
+    return f"{'':>10} {pid:>7} {comm[:15]:<15} UNMEDIATED {what}"[:100]
+
+
+def event_lines(events: list[dict], t0_ns: int) -> list[str]:
+    """``-v`` lines for accesses without a finding (``events``: rows of the event schema)."""
+    return [f"{(e['ts_ns'] - (t0_ns or e['ts_ns'])) / 1e9:<10.6f} {e['pid']:>7} {e['comm'][:15]:<15} "
+            f"{e['bdf'][5:]:<12} {e['offset']:>#5x} {e['size']:>2} {value_text(e['data'], e['size']):<8} "
+            f"{'-':<12} {e['op']}" for e in events]
+
+
+def summary_lines(s: dict) -> list[str]:
+    """The closing lines of a live run, from its report's ``summary``."""
+    out = [f"{s.get('events', 0)} config accesses ({s.get('writes', 0)} writes, {s.get('reads', 0)} reads); "
+           f"{s.get('writes_with_findings', 0)} writes hit owned bytes: {s.get('exclusive_writes', 0)} exclusive, "
+           f"{s.get('managed_writes', 0)} managed; the kernel would taint on {s.get('kernel_taints', 0)}"]
+    if s.get("unmediated"):
+        out.append(f"{len(s['unmediated'])} grant(s) of unmediated access (ioperm/iopl, /dev/mem, /dev/port)")
+    if s.get("unresolved_opens"):
+        out.append(f"{s['unresolved_opens']} relative open(s) of a possible config file closed before cfgaudit "
+                   "could resolve them: their writes are not reported")
+    if s.get("lost"):
+        out.append(f"Possibly lost {s['lost']} events (ring buffer full): raise --buffer-pages")
+    else:
+        out.append("0 events lost")
     return out

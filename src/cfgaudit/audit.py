@@ -1,0 +1,265 @@
+"""Offline audits: open recorded traces, analyse them against the regions, replay them, gate CI.
+
+The library side of ``cfgaudit analyze``, ``check`` and ``replay``. Nothing here prints: progress
+goes to a callback, findings to the caller, text to report/. Times are ns, offsets bytes.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .analyze import Analyzer
+from .analyze.findings import empty_findings
+from .errors import UsageError
+from .events import arrow_schema
+from .inventory import REGION_KEYS, Sources, open_devices, regions_rows, registry_for
+from .probes import BACKENDS, ReplayOptions
+from .regions import DeviceSet, RegistryResult, parse_driver_overrides
+from .regions.configspace import devices_from_snapshot_dict
+from .report.frames import Report, summarize
+from .report.render import RENDERERS, render
+
+__all__ = ["FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "replay", "analyze",
+           "load_trace", "failing", "render_report", "build_report", "devices_for_trace"]
+
+FAIL_LEVELS = ("exclusive", "managed", "never")
+Progress = Callable[[int], None]  # called with the number of events analysed so far
+T = TypeVar("T")
+
+
+def devices_for_trace(src: Sources, header: dict[str, Any]) -> DeviceSet:
+    """The device picture for a trace: explicit source options win, else the trace's snapshot."""
+    if src.given():
+        return open_devices(src)
+    snap = header.get("snapshot")
+    if not snap:
+        raise UsageError("the trace embeds no device snapshot: give --snapshot, --lspci-dump or --sysfs-path")
+    ds = devices_from_snapshot_dict(snap, "trace header")
+    for bdf, name in parse_driver_overrides(src.drivers).items():
+        if bdf not in ds.devices:
+            raise UsageError(f"--driver {bdf}={name}: no such device in the trace's snapshot")
+        ds.devices[bdf].driver = name
+    for key in ("kernel_release", "kernel_version"):
+        if header.get(key) and not getattr(ds, key):
+            setattr(ds, key, header[key])
+    return ds
+
+
+def _header_relaxed(header: dict[str, Any]) -> bool | None:
+    """Whether the traced host booted with iomem=relaxed, as its header says (None: unknown)."""
+    if header.get("iomem_relaxed") is not None:
+        return bool(header["iomem_relaxed"])
+    flags = header.get("boot_flags")
+    if isinstance(flags, list):
+        return "iomem=relaxed" in flags
+    return None
+
+
+@dataclass
+class Analysis:
+    """An analysis set up and ready to stream: the trace source, the registry, the analyzer.
+    ``warnings`` grows while the traces are read (a truncated last line, ...)."""
+
+    source: Any  # the replay session (probes.BACKENDS["replay"])
+    registry: RegistryResult
+    analyzer: Analyzer
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        """Size of the trace files, bytes (for progress)."""
+        return sum(os.path.getsize(p) for p in self.source.paths if os.path.exists(p))
+
+    def meta(self) -> dict[str, Any]:
+        h = self.source.header
+        return {"traces": list(self.source.paths), "kernel": str(self.registry.kernel),
+                "iomem_relaxed": self.registry.iomem_relaxed, "host": h.get("host"), "backend": h.get("backend")}
+
+    def counts(self) -> dict[str, int]:
+        st = self.source.stats()
+        return dict(self.analyzer.counts, lost=st.lost, skipped=st.skipped)
+
+
+def open_analysis(traces: list[str], src: Sources | None = None, kernel: str | None = None,
+                  claims: Iterable[str] = (), iomem_relaxed: bool | None = None, reads: bool = False,
+                  skip_bad: bool = False, speed: float = 0.0) -> Analysis:
+    """Open ``traces`` (JSONL or Parquet) and set up the analysis: devices from ``src`` or the
+    trace's embedded snapshot, rules for ``kernel`` (default: the trace's), ``claims`` files."""
+    src = src or Sources()
+    warnings: list[str] = []
+    rs = BACKENDS["replay"].open(ReplayOptions(paths=list(traces), skip_bad=skip_bad, speed=speed,
+                                               warn=warnings.append))
+    header = rs.header
+    ds = devices_for_trace(src, header)
+    if not kernel and header.get("kernel_release"):
+        ds.kernel_release, ds.kernel_version = header["kernel_release"], header.get("kernel_version")
+    relaxed = iomem_relaxed if iomem_relaxed is not None else _header_relaxed(header)
+    res = registry_for(ds, kernel, claims, relaxed)
+    warnings += ds.warnings + res.warnings
+    return Analysis(rs, res, Analyzer(res, reads=reads), warnings)
+
+
+# ------------------------------------------------------------------------------------------
+# The one place a Report is built
+# ------------------------------------------------------------------------------------------
+def regions_frame(res: RegistryResult) -> pd.DataFrame:
+    """The registry as a frame (columns :data:`cfgaudit.inventory.REGION_KEYS`; bytes)."""
+    return pd.DataFrame(regions_rows(res), columns=list(REGION_KEYS))
+
+
+def write_hist_frame(an: Analyzer) -> pd.DataFrame:
+    """Writes per (device, config offset in bytes) seen by ``an`` (offset 4096: beyond)."""
+    h = an.write_hist
+    nz = np.flatnonzero(h)
+    width = h.shape[1]
+    return pd.DataFrame({"bdf": [an.bdfs[i // width] for i in nz], "offset": nz % width, "writes": h.flat[nz]})
+
+
+def build_report(analyzer: Analyzer, registry: RegistryResult, parts: list[pd.DataFrame], counts: dict[str, int],
+                 meta: dict[str, Any]) -> Report:
+    """A :class:`Report` from findings chunks, trace counts and where it came from."""
+    findings = pd.concat(parts, ignore_index=True) if parts else empty_findings()
+    return Report(findings, regions_frame(registry), write_hist_frame(analyzer), summarize(findings, counts), meta)
+
+
+# ------------------------------------------------------------------------------------------
+# Running an analysis
+# ------------------------------------------------------------------------------------------
+def _prefetch(it: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """The items of ``it``, produced by a worker thread up to ``depth`` ahead (its exceptions
+    are raised here, where the item would have been)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+            q.put((done, err))
+
+    th = threading.Thread(target=work, name="cfgaudit-read", daemon=True)
+    th.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is done:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        stop.set()
+        while th.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)
+
+
+def run_analysis(a: Analysis, progress: Progress | None = None) -> Report:
+    """Analyse every chunk and collect the findings into a :class:`Report`."""
+    parts: list[pd.DataFrame] = []
+    for t in a.source.tables():
+        f = a.analyzer.feed(t)
+        if not f.empty:
+            parts.append(f)
+        if progress:
+            progress(a.analyzer.counts["events"])
+    return build_report(a.analyzer, a.registry, parts, a.counts(), a.meta())
+
+
+def stream_analysis(a: Analysis, sink: Callable[[pa.Table], None], progress: Progress | None = None) -> Report:
+    """Analyse every chunk, handing each findings chunk (an Arrow table, see
+    Analyzer.feed_arrow) to ``sink`` without keeping it: bounded memory. The next chunk is read
+    in a second thread meanwhile. Returns the report without findings rows."""
+    for t in _prefetch(a.source.tables()):
+        fa = a.analyzer.feed_arrow(t)
+        if fa is not None:
+            sink(fa)
+        if progress:
+            progress(a.analyzer.counts["events"])
+    return build_report(a.analyzer, a.registry, [], a.counts(), a.meta())
+
+
+def replay(a: Analysis, on_findings: Callable[[int, pd.DataFrame], None]) -> Report:
+    """Replay the traces at their recorded pace (the source's ``speed``), handing each non-empty
+    findings chunk to ``on_findings(t0_ns, findings)`` as it would have appeared live (``t0_ns``:
+    the first event's time); returns the whole report at the end."""
+    parts: list[pd.DataFrame] = []
+    t0: int | None = None
+    for ts, t in a.source.paced():
+        if t0 is None:
+            t0 = ts
+        f = a.analyzer.feed(t)
+        if not f.empty:
+            parts.append(f)
+            on_findings(t0, f)
+    return build_report(a.analyzer, a.registry, parts, a.counts(), a.meta())
+
+
+def render_report(a: Analysis, fmt: str, out: IO[str], progress: Progress | None = None) -> Report:
+    """Analyse and write the report as ``fmt`` to the text stream ``out``. A format with a
+    streaming hook (RENDERERS[fmt].stream) gets findings chunk by chunk in bounded memory; the
+    others get the whole report at the end. Returns the report (without rows when streamed)."""
+    r = RENDERERS.get(fmt)
+    if r is None:
+        raise UsageError(f"unknown report format {fmt!r}; choose from {', '.join(RENDERERS)}")
+    if r.stream is not None:
+        sink = r.stream(out)
+        try:
+            rep = stream_analysis(a, sink, progress)
+        finally:
+            sink.close()
+        rep.summary["findings"] = sink.rows
+        rep.summary["failing"] = sink.failing
+        return rep
+    rep = run_analysis(a, progress)
+    out.write(render(rep, fmt))
+    rep.summary["failing"] = failing(rep.findings, "managed")
+    return rep
+
+
+# ------------------------------------------------------------------------------------------
+# Notebook helpers and the CI gate
+# ------------------------------------------------------------------------------------------
+def load_trace(*paths: str, skip_bad: bool = False) -> pd.DataFrame:
+    """A trace (or several) as one DataFrame of events, for notebooks."""
+    rs = BACKENDS["replay"].open(ReplayOptions(paths=list(paths), skip_bad=skip_bad))
+    tables = list(rs.tables())
+    if not tables:
+        return arrow_schema().empty_table().to_pandas()
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+
+def analyze(traces: str | Iterable[str], sources: Sources | None = None, kernel: str | None = None,
+            claims: Iterable[str] = (), iomem_relaxed: bool | None = None, reads: bool = False) -> pd.DataFrame:
+    """Findings of ``traces`` as a DataFrame (columns: analyze.findings.FINDING_COLUMNS)."""
+    paths = [traces] if isinstance(traces, str) else list(traces)
+    return run_analysis(open_analysis(paths, sources, kernel, claims, iomem_relaxed, reads)).findings
+
+
+def failing(findings: pd.DataFrame, level: str) -> int:
+    """How many findings are at or above ``level`` (exclusive > managed), not allowed by a user claim."""
+    if level not in FAIL_LEVELS:
+        raise UsageError(f"--fail-on must be one of {', '.join(FAIL_LEVELS)}")
+    if level == "never" or findings.empty:
+        return 0
+    kinds = {"exclusive"} if level == "exclusive" else {"exclusive", "managed"}
+    return int((findings["kind"].isin(kinds) & findings["allowed_by"].isna()).sum())

@@ -1,0 +1,242 @@
+"""Live tracing: ``cfgaudit trace`` and ``cfgaudit run`` as a library.
+
+:class:`LiveRun` is one run: this host's devices and registry, a probe session (backends from
+probes.BACKENDS), an optional trace file and the analyzer. Use it as a context manager: whatever
+happens inside, the session is closed and a trace file being written gets its footer (a
+footer-less file is what a crash leaves, never a failure cfgaudit saw). Batches go to a callback
+as :class:`LiveBatch` (events, their findings, notices); printing them is the caller's job.
+Times are ns (CLOCK_MONOTONIC, as the probes stamp them).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .analyze import Analyzer
+from .analyze.findings import empty_findings
+from .audit import build_report
+from .errors import UsageError
+from .hostpaths import DEFAULT, HostPaths
+from .inventory import Sources, open_devices, registry_for
+from .probes import LiveOptions, backend_table, pick_backend, prepare_host
+from .probes.session import Batch, Notice, run
+from .probes.tracefile import TRACE_FORMATS, TraceReader, TraceWriter, make_header, trace_kind
+from .regions import normalize_bdf, running_kernel
+from .regions.configspace import snapshot_dict
+from .report.frames import Report
+
+__all__ = ["TraceConfig", "LiveBatch", "LiveRun", "doctor_rows", "prepare_host"]
+
+
+@dataclass
+class TraceConfig:
+    """Options of ``cfgaudit trace`` / ``cfgaudit run``. ``duration_s`` in seconds; ``buffer_pages``
+    in 4 KiB pages (a power of two); ``paths.sysfs``/``paths.procfs``: the trees to watch."""
+
+    backend: str = "auto"
+    paths: HostPaths = DEFAULT
+    pid: int = 0
+    comm: str | None = None
+    bdfs: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+    reads: bool = False
+    output: str | None = None
+    kernel: str | None = None
+    claims: list[str] = field(default_factory=list)
+    iomem_relaxed: bool | None = None
+    buffer_pages: int = 4096
+    drivers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LiveBatch:
+    """What one poll brought: ``events`` (event schema; row ``i`` has event index ``base + i``),
+    their ``findings`` (a DataFrame, maybe empty), ``notices`` of unmediated access, and ``t0_ns``,
+    the run's time zero (first record seen)."""
+
+    events: pa.Table
+    findings: pd.DataFrame
+    notices: list[Notice]
+    base: int
+    t0_ns: int
+
+
+def doctor_rows(paths: HostPaths = DEFAULT) -> list[dict[str, Any]]:
+    """Every backend with whether it can run here and why not (only looks; changes nothing)."""
+    return backend_table(paths)
+
+
+def _boot_flags(paths: HostPaths) -> list[str]:
+    try:
+        with open(os.path.join(paths.proc, "cmdline")) as fh:
+            return fh.read().split()
+    except OSError:
+        return []
+
+
+class LiveRun:
+    """One live tracing run (see the module docstring). ``follow``: trace only processes handed
+    to :meth:`follow` and their descendants (``cfgaudit run``)."""
+
+    def __init__(self, cfg: TraceConfig, follow: bool = False,
+                 on_batch: Callable[[LiveBatch], None] | None = None) -> None:
+        self.cfg = cfg
+        self.on_batch = on_batch
+        self.backend = pick_backend(cfg.backend, cfg.paths)
+        ds = open_devices(Sources(sysfs_path=cfg.paths.sysfs, drivers=list(cfg.drivers), paths=cfg.paths))
+        rel, upstream, relaxed = running_kernel(cfg.paths)
+        ds.kernel_release, ds.kernel_version = rel, upstream
+        ds.iomem_relaxed = relaxed if cfg.iomem_relaxed is None else cfg.iomem_relaxed
+        self.devices = ds
+        self.registry = registry_for(ds, cfg.kernel, cfg.claims, ds.iomem_relaxed)
+        self.warnings = ds.warnings + self.registry.warnings
+        self.analyzer = Analyzer(self.registry, reads=cfg.reads)
+        self.header = make_header(
+            host=socket.gethostname(), kernel_release=cfg.kernel or rel,
+            kernel_version=None if cfg.kernel else upstream, running_kernel_release=rel,
+            boot_flags=_boot_flags(cfg.paths), iomem_relaxed=ds.iomem_relaxed, backend=self.backend.name,
+            started_ns=time.clock_gettime_ns(time.CLOCK_MONOTONIC), started_unix_ns=time.time_ns(),
+            argv=list(sys.argv), snapshot=snapshot_dict(ds))
+        bdfs = frozenset(normalize_bdf(b) for b in cfg.bdfs) if cfg.bdfs else None
+        self.options = LiveOptions(paths=cfg.paths, pid=cfg.pid, follow=follow, reads=cfg.reads,
+                                   buffer_pages=cfg.buffer_pages, comm=cfg.comm, bdfs=bdfs)
+        self.session: Any = None
+        self.writer: TraceWriter | None = None
+        # A format unreadable until closed (Parquet): record JSON Lines beside it, convert at the end.
+        self.partial = (cfg.output + ".partial.jsonl"
+                        if cfg.output and not TRACE_FORMATS[trace_kind(cfg.output)].appendable else None)
+        self.parts: list[pd.DataFrame] = []
+        self.notices: list[Notice] = []
+        self.t0: int | None = None
+        self.report: Report | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "LiveRun":
+        self.open()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self.report is None:
+            self.finish(error=None if ev is None else f"{type(ev).__name__}: {ev}")
+
+    def open(self) -> None:
+        """Load and attach the probes, then create the trace file (a failed load leaves no file)."""
+        self.session = self.backend.open(self.options)
+        if self.cfg.output:
+            try:
+                self.writer = TraceWriter(self.partial or self.cfg.output, self.header)
+            except BaseException:
+                self.session.close()
+                self.session = None
+                raise
+
+    def follow(self, pid: int) -> None:
+        """Trace ``pid`` and (with ``follow``) its descendants from now on."""
+        self.session.follow_pid(pid)
+
+    # -- batches ---------------------------------------------------------------------------
+    def _batch(self, b: Batch) -> None:
+        """One batch: record it, analyse it, hand it on."""
+        events, notices = b.events, b.notices
+        if self.t0 is None:
+            first = ([int(pc.min(events.column("ts_ns")).as_py())] if events.num_rows else []) + \
+                [n.ts_ns for n in notices]
+            self.t0 = min(first) if first else None
+        self.notices += notices
+        if self.writer:
+            for n in notices:
+                self.writer.write(n.to_record())
+            if events.num_rows:
+                self.writer.write_table(events)
+            self.writer.flush()  # each batch reaches the file: a crash loses at most one poll interval
+        base = self.analyzer.counts["events"]
+        f = self.analyzer.feed(events) if events.num_rows else empty_findings()
+        if not f.empty:
+            self.parts.append(f)
+        if self.on_batch:
+            self.on_batch(LiveBatch(events, f, notices, base, self.t0 or 0))
+
+    def run(self, stop: Callable[[], bool], poll_ms: int = 100) -> None:
+        """Poll the session until ``stop()`` says so, then drain it."""
+        run(self.session, self._batch, stop, poll_ms)
+
+    def run_command(self, cmd: list[str], stop: Callable[[], bool]) -> int:
+        """Start ``cmd`` held at a pipe until the probe follows it, then trace it to its end.
+        Returns its exit code (128+signal when killed)."""
+        exe = shutil.which(cmd[0]) if "/" not in cmd[0] else cmd[0]
+        if exe is None or not os.access(exe, os.X_OK):
+            raise UsageError(f"cannot run {cmd[0]}: command not found")
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child waits until the probe follows its pid, then becomes CMD
+            try:
+                os.close(w)
+                os.read(r, 1)
+                os.close(r)
+                os.execv(exe, cmd)
+            finally:
+                os._exit(127)
+        os.close(r)
+        self.follow(pid)
+        os.write(w, b"g")
+        os.close(w)
+        rc: int | None = None
+
+        def finished() -> bool:
+            nonlocal rc
+            if rc is None:
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+                if wpid == pid:
+                    rc = os.waitstatus_to_exitcode(status)
+            return rc is not None or stop()
+
+        self.run(finished, poll_ms=50)
+        if rc is None:  # stopped by a signal: pass it on and wait
+            os.kill(pid, 15)
+            rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return rc if rc >= 0 else 128 - rc
+
+    # -- the end ---------------------------------------------------------------------------
+    def finish(self, error: str | None = None) -> Report:
+        """Close the session and the trace file (footer with counts and losses; ``error`` says why
+        the run ended early) and return the run's report."""
+        if self.report is not None:
+            return self.report
+        st = self.session.stats() if self.session is not None else None
+        lost, dropped, unresolved = (st.lost, st.dropped_other, st.unresolved) if st else (0, 0, 0)
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if self.writer:
+            footer: dict[str, Any] = {"lost": lost, "unmediated": len(self.notices), "dropped_other_files": dropped,
+                                      "unresolved_opens": unresolved}
+            if error:
+                footer["error"] = error
+            self.writer.close(footer)
+            self.writer = None
+            if self.partial and self.cfg.output:
+                src = TraceReader(self.partial)
+                out = TraceWriter(self.cfg.output, src.header)
+                for t in src.tables():
+                    out.write_table(t)
+                out.close(src.footer)
+                os.unlink(self.partial)
+        meta = {"traces": [self.cfg.output] if self.cfg.output else [], "kernel": str(self.registry.kernel),
+                "iomem_relaxed": self.registry.iomem_relaxed, "host": self.header.get("host"),
+                "backend": self.header.get("backend")}
+        rep = build_report(self.analyzer, self.registry, self.parts, dict(self.analyzer.counts, lost=lost, skipped=0),
+                           meta)
+        rep.summary["unmediated"] = [n.to_record() for n in self.notices]
+        rep.summary["unresolved_opens"] = unresolved
+        self.report = rep
+        return rep
