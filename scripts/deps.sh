@@ -4,9 +4,10 @@
 #   python3-bpfcc   bcc's Python module (Debian). PyPI's "bcc" is unrelated: never pip-install it.
 #   linux-headers-amd64  bcc compiles its programs against kernel headers; used only when the
 #                   running kernel ships none (then /lib/modules/$(uname -r)/build is linked to them).
+# --quiet-unless-root: say nothing when not root (make's test targets print their own line then).
 set -eu
 if [ "$(id -u)" != 0 ]; then
-    echo "deps: not root, skipping system packages (the live tier needs root anyway)" >&2
+    [ "${1:-}" = --quiet-unless-root ] || echo "deps: not root, skipping system packages (the live tier needs root anyway)" >&2
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from cfgaudit.regions import device_views, load_devices, load_lspci_dump, walk
-from common import all_dumps, lspci_caps
+from support import all_dumps, lspci_caps
 
 
 @pytest.mark.parametrize("dump", all_dumps(), ids=lambda p: os.path.relpath(p, os.path.dirname(__file__)))

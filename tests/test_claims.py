@@ -5,7 +5,7 @@ import pytest
 
 from cfgaudit.errors import InputError
 from cfgaudit.regions import build_registry, load_claims, load_devices
-from common import CXL_BDF, QEMU_CXL, run_cli
+from support import CXL_BDF, QEMU_CXL, run_cli
 
 
 def _claims(tmp_path, text: str) -> str:

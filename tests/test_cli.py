@@ -12,7 +12,7 @@ import click
 import pytest
 
 from cfgaudit.cli import cli
-from common import CXL_BDF, DUMPS, QEMU_CXL, run_cli
+from support import CXL_BDF, DUMPS, QEMU_CXL, run_cli
 
 
 def test_devices_json_contract() -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from cfgaudit.errors import InputError
 from cfgaudit.regions import load_lspci_dump, walk
-from common import DUMPS, QEMU_CXL
+from support import DUMPS, QEMU_CXL
 
 HOST_K = f"{DUMPS}/host/lspci-vvv-xxxx-k-host.txt"
 

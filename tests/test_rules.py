@@ -6,8 +6,7 @@ import pytest
 from cfgaudit.regions import build_registry, load_devices, parse_kernel
 from cfgaudit.regions.kernel import KernelRange
 from cfgaudit.regions.rules import RULES
-from common import CXL_BDF, QEMU_CXL, QEMU_RP
-from helpers import devset, make_device
+from support import CXL_BDF, QEMU_CXL, QEMU_RP, devset, make_device
 
 
 def _excl(res):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from common import run_cli
+from support import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = sorted(d for d in os.listdir(os.path.join(ROOT, "sample-traces"))

@@ -7,13 +7,18 @@ import time
 
 import pytest
 
-from cfgaudit.probes.live import LiveOptions, SyscallSession, table_events
-from livecommon import BDF
+from cfgaudit.hostpaths import HostPaths
+from cfgaudit.probes import bccutil, kernel
+from cfgaudit.probes.session import LiveOptions, table_events
+from cfgaudit.probes.syscalls import SyscallSession
+from support import BDF
+
+pytestmark = pytest.mark.live
 
 
 @pytest.fixture(scope="module")
 def session(fake_tree):
-    s = SyscallSession(LiveOptions(sysfs_path=fake_tree["sysfs"], procfs_path=fake_tree["procfs"], reads=True))
+    s = SyscallSession(LiveOptions(paths=HostPaths(sysfs=fake_tree["sysfs"], procfs=fake_tree["procfs"]), reads=True))
     yield s
     s.close()
 
@@ -22,8 +27,8 @@ def collect(session, pid: int | None = None, settle_s: float = 0.3) -> list:
     time.sleep(settle_s)
     out = []
     for _ in range(5):
-        out += session.poll_events(50)
-    out += table_events(session.drain()[0])
+        out += table_events(session.poll(50).events)
+    out += table_events(session.drain().events)
     return [e for e in out if pid is None or e.pid == pid]
 
 
@@ -180,8 +185,26 @@ def test_unmediated_access_is_reported_iff_granted(session) -> None:
     time.sleep(0.3)
     notes = []
     for _ in range(3):
-        notes += [n for n in session.poll(50)[1] if n.pid == os.getpid()]
+        notes += [n for n in session.poll(50).notices if n.pid == os.getpid()]
     whats = [n.what for n in notes]
     for key, ok in granted.items():
         assert any(key in w for w in whats) == ok, (key, ok, whats)
     assert not any(w.startswith("ioperm(0x80") for w in whats)
+
+
+def test_kernel_program_compiles_and_verifies() -> None:
+    """The kernel backend cannot run without kprobes, but its program (with the common header
+    and the generated record header) must still compile, attach its tracepoints and pass the
+    verifier, with and without follow/reads."""
+    bcc = bccutil.import_bcc()
+    for opts in (LiveOptions(), LiveOptions(follow=True, reads=True, buffer_pages=8)):
+        s = object.__new__(kernel.KernelSession)
+        s.opts = opts
+        cflags = [f"-I{bccutil.BPF_DIR}", *bccutil.define_flags(s.constants())]
+        b = bcc.BPF(text=bccutil.program_text(kernel.KERNEL_PROGRAM).encode(), cflags=cflags)
+        try:
+            for fn in sorted({ap.fn for ap in kernel.ATTACH_POINTS}):
+                b.load_func(fn.encode(), bcc.BPF.KPROBE)
+            assert sum(b[b"lost"][0]) == 0
+        finally:
+            b.cleanup()

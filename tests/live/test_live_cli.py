@@ -10,8 +10,12 @@ import time
 
 import pytest
 
-from cfgaudit.probes.live import LiveOptions, SyscallSession, table_events
-from livecommon import BDF
+from cfgaudit.hostpaths import HostPaths
+from cfgaudit.probes.session import LiveOptions, table_events
+from cfgaudit.probes.syscalls import SyscallSession
+from support import BDF
+
+pytestmark = pytest.mark.live
 
 EXE = os.path.join(os.path.dirname(sys.executable), "cfgaudit")
 
@@ -102,7 +106,7 @@ def test_parquet_output(fake_tree, tmp_path) -> None:
 
 def test_tiny_ring_buffer_counts_every_lost_event(fake_tree) -> None:
     """captured + lost = written, exactly, when the buffer overflows."""
-    s = SyscallSession(LiveOptions(sysfs_path=fake_tree["sysfs"], buffer_pages=4, pid=os.getpid()))
+    s = SyscallSession(LiveOptions(paths=HostPaths(sysfs=fake_tree["sysfs"]), buffer_pages=4, pid=os.getpid()))
     try:
         fd = os.open(fake_tree["config"], os.O_RDWR)
         s.poll(50)  # the open is resolved before the burst
@@ -111,11 +115,12 @@ def test_tiny_ring_buffer_counts_every_lost_event(fake_tree) -> None:
             os.pwrite(fd, b"\x00", 0x40 + (i % 16))
         got = []
         for _ in range(3):
-            got += s.poll_events(50)
-        got += table_events(s.drain()[0])
+            got += table_events(s.poll(50).events)
+        got += table_events(s.drain().events)
         os.close(fd)  # after the count: its CLOSE record would compete for the full buffer too
         writes = [e for e in got if e.op == "write"]
-        assert s.lost > 0, "the burst must overflow a four-page buffer"
-        assert len(writes) > 0 and len(writes) + s.lost == n
+        lost = s.stats().lost
+        assert lost > 0, "the burst must overflow a four-page buffer"
+        assert len(writes) > 0 and len(writes) + lost == n
     finally:
         s.close()

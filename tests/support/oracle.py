@@ -1,36 +1,7 @@
-"""Shared constants and helpers for cfgaudit's tests (fixtures live in conftest.py)."""
+"""The system's lspci as an independent oracle (the `lspci` fixture in tests/conftest.py finds it)."""
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import subprocess
-
-import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "data")
-DUMPS = os.path.join(DATA, "dumps")
-QEMU_CXL = os.path.join(DUMPS, "qemu-6.1", "lspci-xxxx_0000_0d_00.0.txt")
-QEMU_RP = os.path.join(DUMPS, "qemu-6.1", "lspci-xxxx_0000_0c_00.0.txt")
-CXL_BDF = "0000:0d:00.0"
-
-
-def all_dumps() -> list[str]:
-    return sorted(glob.glob(os.path.join(DUMPS, "**", "*.txt"), recursive=True))
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    """Run cfgaudit's CLI in-process; returns (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    from cfgaudit.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def lspci_caps(lspci_path: str, args: list[str]) -> dict[str, list[tuple[str, int, str]]]:

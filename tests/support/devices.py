@@ -1,6 +1,7 @@
 """Builders for synthetic devices used by several tests."""
 from __future__ import annotations
 
+import os
 import struct
 
 from cfgaudit.regions import ConfigSpace
@@ -30,8 +31,6 @@ def make_fake_sysfs(root: str, devices: list[ConfigSpace]) -> str:
 
     Writes through it (setpci -A linux-sysfs -O sysfs.path=root) touch only these files.
     """
-    import os
-
     os.makedirs(os.path.join(root, "devices"), exist_ok=True)
     for cs in devices:
         d = os.path.join(root, "devices", cs.bdf)
