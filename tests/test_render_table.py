@@ -23,6 +23,7 @@ from cfgaudit.report.csvout import CsvSink
 from cfgaudit.report.frames import FINDING_COLUMNS, Report, empty_findings, summarize
 from cfgaudit.report.render import FORMATS, RENDERERS, FindingsSink, Renderer, render
 from support import ROOT, run_cli
+from support.docs import doc_block, md_table, rewrite_block
 
 DOC = os.path.join(ROOT, "docs", "formats.md")
 BEGIN = ("<!-- RENDERERS table: generated from cfgaudit.report.render.RENDERERS; "
@@ -228,32 +229,18 @@ def test_the_docs_worked_example_adds_a_format() -> None:
 
 def formats_table_md() -> str:
     """docs/formats.md's table, from RENDERERS (in table order)."""
-    lines = ["| format | file | streamed | what it writes |", "|---|---|---|---|"]
-    for r in RENDERERS.values():
-        lines.append(f"| `{r.name}` | `.{r.file_ext}` | {'yes' if r.stream else 'no'} | "
-                     f"{r.help.replace('|', chr(92) + '|')} |")
-    return "\n".join(lines) + "\n"
-
-
-def _doc_block(text: str) -> str:
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+    return md_table(["format", "file", "streamed", "what it writes"],
+                    ([f"`{r.name}`", f"`.{r.file_ext}`", "yes" if r.stream else "no", r.help]
+                     for r in RENDERERS.values()))
 
 
 def test_formats_doc_lists_every_renderer() -> None:
-    with open(DOC) as fh:
-        text = fh.read()
-    assert BEGIN in text and END in text
-    block = _doc_block(text)
+    block = doc_block(DOC, BEGIN, END)
     assert block == formats_table_md(), "run: python tests/test_render_table.py"
     listed = re.findall(r"^\| `([^`]+)` \|", block, re.M)
     assert listed == list(RENDERERS) == list(FORMATS)
 
 
 if __name__ == "__main__":
-    with open(DOC) as fh:
-        doc = fh.read()
-    head, rest = doc.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    with open(DOC, "w") as fh:
-        fh.write(head + BEGIN + "\n" + formats_table_md() + END + tail)
+    rewrite_block(DOC, BEGIN, END, formats_table_md())
     sys.exit(0)

@@ -23,6 +23,7 @@ from cfgaudit.regions import (
     save_snapshot,
 )
 from support import CXL_BDF, QEMU_CXL, QEMU_RP, ROOT, devset, make_device, make_fake_sysfs
+from support.docs import doc_block, md_table, rewrite_block
 
 DOC = os.path.join(ROOT, "docs", "sources.md")
 BEGIN = "<!-- SOURCES table: generated from cfgaudit.regions.SOURCES; python tests/test_sources.py rewrites it -->"
@@ -186,30 +187,15 @@ def test_live_tree_facts_come_from_paths_proc(tmp_path) -> None:
 
 def sources_table_md() -> str:
     """docs/sources.md's table, from SOURCES (in load order)."""
-    lines = ["| source | option | repeatable | default (no source named) | help |", "|---|---|---|---|---|"]
-    for r in SOURCES.values():
-        default = f"`{r.default(HostPaths())}`" if r.default else ""
-        lines.append(f"| `{r.name}` | `{r.option}` | {'yes' if r.repeatable else 'no'} | {default} | "
-                     f"{r.help.replace('|', chr(92) + '|')} |")
-    return "\n".join(lines) + "\n"
-
-
-def _doc_block(text: str) -> str:
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+    return md_table(["source", "option", "repeatable", "default (no source named)", "help"],
+                    ([f"`{r.name}`", f"`{r.option}`", "yes" if r.repeatable else "no",
+                      f"`{r.default(HostPaths())}`" if r.default else "", r.help] for r in SOURCES.values()))
 
 
 def test_sources_doc_is_current() -> None:
-    with open(DOC) as fh:
-        text = fh.read()
-    assert BEGIN in text and END in text
-    assert _doc_block(text) == sources_table_md(), "run: python tests/test_sources.py"
+    assert doc_block(DOC, BEGIN, END) == sources_table_md(), "run: python tests/test_sources.py"
 
 
 if __name__ == "__main__":
-    with open(DOC) as fh:
-        doc = fh.read()
-    head, rest = doc.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    with open(DOC, "w") as fh:
-        fh.write(head + BEGIN + "\n" + sources_table_md() + END + tail)
+    rewrite_block(DOC, BEGIN, END, sources_table_md())
     sys.exit(0)
