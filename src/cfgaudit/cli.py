@@ -7,9 +7,11 @@ line ``Error: ...`` on stderr and exits 2.
 from __future__ import annotations
 
 import io
+import os
 import signal
 import sys
 import time
+import traceback
 from types import FrameType
 from typing import Any, Callable
 
@@ -38,7 +40,7 @@ from . import (
 from . import (
     replay as replay_analysis,
 )
-from .errors import EXIT_ERROR, CfgauditError
+from .errors import EXIT_ERROR, EXIT_INTERNAL, CfgauditError
 from .report.inventory import render_devices, render_doctor, render_regions
 from .report.listing import LISTING_FORMATS
 from .report.live import LIVE_HEADER, event_lines, live_lines, notice_line, summary_lines
@@ -111,7 +113,8 @@ def _warn(msgs: list[str]) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="cfgaudit")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="show the Python traceback of an internal error (exit 3)")
+def cli(debug: bool) -> None:
     """Audit user-space writes to PCI configuration space against the ranges kernel drivers own.
 
     \b
@@ -519,6 +522,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:
         return 0
+    except Exception as e:  # noqa: BLE001 - the one place an unexpected exception becomes an exit code
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            traceback.print_exc()
+        where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        at = f" at {os.path.basename(where.filename)}:{where.lineno}" if where else ""
+        msg = " ".join(str(e).split())[:200]
+        click.echo(f"Error: internal error{at}: {type(e).__name__}: {msg} (a bug in cfgaudit; "
+                   "'cfgaudit --debug ...' shows the traceback)", err=True)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,11 +6,13 @@ Every error a user can cause (bad input file, bad option, missing backend) is a
 """
 from __future__ import annotations
 
-__all__ = ["CfgauditError", "InputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS", "EXIT_ERROR"]
+__all__ = ["CfgauditError", "InputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS", "EXIT_ERROR",
+           "EXIT_INTERNAL"]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
+EXIT_INTERNAL = 3  # a bug in cfgaudit (an exception it did not expect): never confused with "findings"
 
 
 class CfgauditError(Exception):

@@ -200,7 +200,7 @@ class JsonlTraceReader(TraceReader):
             tail = fh.read()
         if tail and not tail.endswith(b"\n"):
             cut = tail.rfind(b"\n")
-            if _loads(tail[cut + 1:]) is None:  # a crash mid-write: drop the partial line
+            if _loads(tail[cut + 1:]) is NOT_JSON:  # a crash mid-write: drop the partial line
                 self.stats.truncated_tail = True
                 self._body_end = tail_start + cut + 1
                 self.warn(f"{self.path}: last line is truncated (crash while writing?): ignored")
@@ -239,13 +239,14 @@ class JsonlTraceReader(TraceReader):
                     yield t
 
     def _parse_block(self, block: bytes, first_line: int, po: pj.ParseOptions) -> pa.Table | None:
-        try:
-            t = _conform(pj.read_json(io.BytesIO(block), parse_options=po,
-                                      read_options=pj.ReadOptions(block_size=max(1 << 20, len(block) + 1))))
-            if _invalid_mask(t) is None and not _has_header_records(t):
-                return t
-        except pa.ArrowException:
-            pass
+        if _objects_only(block):  # pyarrow's reader never sees a line that is not an object
+            try:
+                t = _conform(pj.read_json(io.BytesIO(block), parse_options=po,
+                                          read_options=pj.ReadOptions(block_size=max(1 << 20, len(block) + 1))))
+                if _invalid_mask(t) is None and not _has_header_records(t):
+                    return t
+            except pa.ArrowException:
+                pass
         return self._parse_lines(block, first_line)
 
     def _parse_lines(self, block: bytes, first_line: int) -> pa.Table | None:
@@ -256,7 +257,7 @@ class JsonlTraceReader(TraceReader):
                 continue
             ln = first_line + i
             doc = _loads(line)
-            problem = "not valid JSON" if doc is None else validate_row(doc)
+            problem = "not valid JSON" if doc is NOT_JSON else validate_row(doc)
             if doc is not None and isinstance(doc, dict) and doc.get("record") == "unmediated":
                 if len(self.notices) < 10000:
                     self.notices.append(doc)
@@ -396,11 +397,29 @@ def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
     return bad
 
 
+NOT_JSON = object()  # what _loads gives for a line that is not JSON (a JSON ``null`` is None)
+
+
 def _loads(line: bytes) -> Any:
+    """The JSON value of ``line``, or :data:`NOT_JSON` when it is not JSON (or nested too deeply)."""
     try:
         return json.loads(line)
-    except ValueError:
-        return None
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
+_LINE_STARTS_OK = np.array([ord("{"), ord("\n")], dtype=np.uint8)
+
+
+def _objects_only(block: bytes) -> bool:
+    """True when every non-empty line of ``block`` starts with ``{``. Only such a block goes to
+    pyarrow's JSON reader: a first value that is not an object crashes it (a line ``null``
+    segfaults pyarrow 26's reader with an explicit schema); the others take the line-by-line path."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    if a.size == 0:
+        return True
+    firsts = np.concatenate((a[:1], a[np.flatnonzero(a[:-1] == 0x0A) + 1]))
+    return bool(np.isin(firsts, _LINE_STARTS_OK).all())
 
 
 class TraceWriter:
