@@ -69,3 +69,68 @@ def test_internal_error_has_its_own_exit_code(monkeypatch) -> None:
     assert "RuntimeError: simulated bug" in lines[0] and "Traceback" not in err
     code, out, err = run_cli("--debug", "devices", "--lspci-dump", QEMU_CXL)
     assert code == EXIT_INTERNAL and "Traceback (most recent call last)" in err and "simulated bug" in err
+
+
+# ---- item 5: -o never writes through a symlink, never chmods what cfgaudit did not create ----------
+@pytest.mark.parametrize("name", ["t.jsonl", "t.parquet"])
+def test_trace_output_refuses_a_symlink(tmp_path, name: str) -> None:
+    from cfgaudit.errors import InputError
+    from cfgaudit.probes.tracefile import TraceWriter, make_header
+
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    target.chmod(0o644)
+    link = tmp_path / name
+    link.symlink_to(target)
+    with pytest.raises(InputError, match="symbolic link"):
+        TraceWriter(str(link), make_header())
+    assert target.read_text() == "keep me\n" and (target.stat().st_mode & 0o777) == 0o644
+
+
+def test_trace_output_modes(tmp_path) -> None:
+    import os
+    import stat
+
+    from cfgaudit.probes.tracefile import TraceWriter, make_header
+
+    old = os.umask(0)
+    try:
+        new = tmp_path / "new.jsonl"
+        TraceWriter(str(new), make_header()).close()
+        assert (new.stat().st_mode & 0o777) == 0o600  # config bytes: not for other users
+        mine = tmp_path / "mine.jsonl"
+        mine.write_text("old contents that are longer than a header line " * 20)
+        mine.chmod(0o640)
+        TraceWriter(str(mine), make_header()).close()
+        assert (mine.stat().st_mode & 0o777) == 0o640 and "old contents" not in mine.read_text()
+    finally:
+        os.umask(old)
+    before = os.stat("/dev/null")
+    TraceWriter("/dev/null", make_header()).close()  # a device is written, never chmodded
+    after = os.stat("/dev/null")
+    assert stat.S_IMODE(after.st_mode) == stat.S_IMODE(before.st_mode)
+
+
+# ---- item 8: names from unprivileged processes never reach a terminal raw -----------------------
+def test_control_characters_are_escaped_in_live_lines_and_github() -> None:
+    import pandas as pd
+
+    from cfgaudit.analyze.findings import empty_findings
+    from cfgaudit.report.frames import Report
+    from cfgaudit.report.live import event_lines, live_lines, notice_line
+    from cfgaudit.report.render import render
+
+    evil = "\x1b[2J\x1b]0;pwn\x07x"
+    row = {c: None for c in empty_findings().columns}
+    row.update(ts_ns=1, pid=7, comm=evil, op="write", bdf="0000:0d:00.0", offset=0x198, size=4, data="00000000",
+               via="sysfs", region_start=0x190, region_length=0x18, owner="cxl_pci", kind="exclusive",
+               rule="cxl-doe", kernel_taints=True, kernel_logs=True, kernel_message=f"cxl_pci: {evil}: Unexpected",
+               severity="error", doe=f"pid 7 ({evil}) wrote", event_index=0)
+    f = pd.concat([empty_findings(), pd.DataFrame([row])], ignore_index=True).astype(empty_findings().dtypes)
+    text = "\n".join(live_lines(f, 0) + [notice_line(7, evil, f"opened /dev/mem{evil}")]
+                     + event_lines([{"ts_ns": 1, "pid": 7, "comm": evil, "bdf": "0000:0d:00.0", "offset": 0,
+                                     "size": 1, "data": "00", "op": "write"}], 0))
+    gh = render(Report(f, pd.DataFrame(), pd.DataFrame(), {}, {}), "github")
+    for out in (text, gh):
+        assert "\x1b" not in out and "\x07" not in out
+        assert "\\x1b" in out

@@ -16,9 +16,11 @@ Reading never holds the whole trace: JSONL is parsed in byte blocks by pyarrow's
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator
@@ -422,6 +424,28 @@ def _objects_only(block: bytes) -> bool:
     return bool(np.isin(firsts, _LINE_STARTS_OK).all())
 
 
+def _create(path: str) -> int:
+    """Open ``path`` for a new trace (fd). A new file is made mode 0600 (traces hold config bytes
+    non-root cannot read); an existing file is truncated and keeps its mode; a symbolic link is
+    refused (no writing through a link); a device (``/dev/null``) is written, never chmodded."""
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o600)  # whatever the umask
+            return fd
+        except FileExistsError:
+            fd = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError("is a symbolic link: give the real path (cfgaudit does not write through links)",
+                             path=path) from err
+        raise InputError(f"cannot create trace: {err.strerror}", path=path) from err
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.ftruncate(fd, 0)
+    return fd
+
+
 class TraceWriter:
     """Write a trace incrementally; ``TraceWriter(path, header)`` is the writer of the path's
     format (:data:`TRACE_FORMATS`). Rows (:meth:`write`) or Arrow tables (:meth:`write_table`) go
@@ -441,12 +465,7 @@ class TraceWriter:
         self.flush_s = flush_s
         self.count = 0
         self._last_flush = time.monotonic()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as err:
-            raise InputError(f"cannot create trace: {err.strerror}", path=path) from err
-        os.fchmod(fd, 0o600)
-        self._start(fd)
+        self._start(_create(path))
 
     def write(self, ev: ConfigAccess | dict[str, Any]) -> None:
         """One event (or another record, such as a notice's ``to_record()``)."""

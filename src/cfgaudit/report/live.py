@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["LIVE_HEADER", "live_lines", "value_text", "notice_line", "event_lines", "summary_lines"]
+__all__ = ["LIVE_HEADER", "live_lines", "value_text", "notice_line", "event_lines", "summary_lines", "printable"]
 
 LIVE_HEADER = (f"{'TIME(s)':<10} {'PID':>7} {'COMM':<15} {'BDF':<12} {'OFF':>5} {'SZ':>2} {'VALUE':<8} "
                f"{'OWNER':<12} VERDICT")
+
+
+def printable(s: str) -> str:
+    """``s`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``): names
+    come from unprivileged processes (comm, paths) and must not reach a terminal raw."""
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
 
 
 def value_text(data: object, size: int) -> str:
@@ -35,24 +43,24 @@ def live_lines(f: pd.DataFrame, t0_ns: int, verbose: bool = False) -> list[str]:
     for row in f.itertuples(index=False):
         val = value_text(row.data, row.size)
         bdf = str(row.bdf)[5:] if str(row.bdf).startswith("0000:") else str(row.bdf)[:12]
-        out.append(f"{(row.ts_ns - t0_ns) / 1e9:<10.6f} {row.pid:>7} {str(row.comm)[:15]:<15} {bdf:<12} "
+        out.append(f"{(row.ts_ns - t0_ns) / 1e9:<10.6f} {row.pid:>7} {printable(str(row.comm))[:15]:<15} {bdf:<12} "
                    f"{row.offset:>#5x} {row.size:>2} {val:<8} {str(row.owner)[:12]:<12} {_verdict(row)}")
         if verbose or isinstance(row.doe, str):
             if isinstance(row.doe, str):
-                out.append(f"{'':>10} {row.doe[:88]}")
+                out.append(f"{'':>10} {printable(row.doe)[:88]}")
         if isinstance(row.kernel_message, str):
-            out.append(f"    dmesg: {row.kernel_message[:89]}")
+            out.append(f"    dmesg: {printable(row.kernel_message)[:89]}")
     return out
 
 
 def notice_line(pid: int, comm: str, what: str) -> str:
     """The line for a grant of unmediated access (ioperm/iopl, /dev/mem, /dev/port)."""
-    return f"{'':>10} {pid:>7} {comm[:15]:<15} UNMEDIATED {what}"[:100]
+    return f"{'':>10} {pid:>7} {printable(comm)[:15]:<15} UNMEDIATED {printable(what)}"[:100]
 
 
 def event_lines(events: list[dict], t0_ns: int) -> list[str]:
     """``-v`` lines for accesses without a finding (``events``: rows of the event schema)."""
-    return [f"{(e['ts_ns'] - (t0_ns or e['ts_ns'])) / 1e9:<10.6f} {e['pid']:>7} {e['comm'][:15]:<15} "
+    return [f"{(e['ts_ns'] - (t0_ns or e['ts_ns'])) / 1e9:<10.6f} {e['pid']:>7} {printable(e['comm'])[:15]:<15} "
             f"{e['bdf'][5:]:<12} {e['offset']:>#5x} {e['size']:>2} {value_text(e['data'], e['size']):<8} "
             f"{'-':<12} {e['op']}" for e in events]
 

@@ -35,6 +35,7 @@ from ..errors import UsageError
 from .csvout import CsvSink
 from .frames import FINDING_COLUMNS, SEVERITY, Report, by_device, by_process, by_region, by_time
 from .listing import Column, render_listing
+from .live import printable as _printable
 from .live import value_text
 
 __all__ = ["Renderer", "RENDERERS", "FORMATS", "FindingsSink", "render", "finding_message", "summary_text"]
@@ -141,13 +142,6 @@ def _hex(v: Any) -> str:
 def _plural(n: int, word: str) -> str:
     """``1 write``, ``2 writes``."""
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _printable(s: str) -> str:
-    """``s`` with control and other non-printable characters escaped (``\\n``, ``\\x01``)."""
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
 
 
 def _clip(s: str, width: int) -> str:
@@ -666,7 +660,7 @@ def _render_github(report: Report) -> str:
             continue
         cmd = _GH_COMMAND[_level(r)]
         lines.append(f"::{cmd} title=cfgaudit {_gh_escape(_text(r['kind'], 'unknown'))}::"
-                     f"{_gh_escape(finding_message(r))}")
+                     f"{_printable(_gh_escape(finding_message(r)))}")
     lines.append(f"::notice title=cfgaudit::{_gh_escape(summary_text(report.summary or {}))}")
     return "\n".join(lines) + "\n"
 
