@@ -134,3 +134,33 @@ def test_control_characters_are_escaped_in_live_lines_and_github() -> None:
     for out in (text, gh):
         assert "\x1b" not in out and "\x07" not in out
         assert "\\x1b" in out
+
+
+# ---- low items: options that ran for ever or did nothing, now usage errors before any probe loads ----
+@pytest.mark.parametrize("args,msg", [
+    (["trace", "-d", "nan"], "not a number of seconds above 0"),
+    (["trace", "-d", "1e400"], "not a number of seconds above 0"),
+    (["trace", "-d", "0"], "not a number of seconds above 0"),
+    (["trace", "-p", "0"], "--pid"),
+    (["trace", "-p", "-5"], "--pid"),
+    (["trace", "-p", "4194305"], "no such process"),  # above PID_MAX_LIMIT: never a process
+    (["run", "--", "/tmp"], "is a directory"),
+    (["run", "--", "/nonexistent/tool"], "command not found"),
+    (["regions", "--lspci-dump", QEMU_CXL, "--kernel", ""], "must not be empty"),
+    (["analyze", "x.jsonl", "--kernel", " "], "must not be empty"),
+])
+def test_bad_live_options_are_usage_errors(args: list[str], msg: str) -> None:
+    code, out, err = run_cli(*args)
+    assert code == EXIT_ERROR, (code, err)
+    assert err.startswith("Error: ") and msg in err and "Traceback" not in err
+
+
+def test_interrupt_is_an_error_line(monkeypatch) -> None:
+    import cfgaudit.cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cfgaudit.cli, "open_devices", interrupted)
+    code, out, err = run_cli("devices", "--lspci-dump", QEMU_CXL)
+    assert code == 130 and err.strip() == "Error: interrupted"

@@ -28,7 +28,7 @@ from .audit import analyze as analyze_traces
 from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackendError, CfgauditError, InputError, UsageError
 from .hostpaths import HostPaths
 from .inventory import Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
-from .live import LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host
+from .live import LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host, resolve_command
 from .regions import Capability, ConfigSpace, Region, RegionRegistry, build_registry, load_devices
 
 __all__ = [
@@ -37,6 +37,6 @@ __all__ = [
     "load_devices", "build_registry", "Capability", "ConfigSpace", "Region", "RegionRegistry",
     "FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "render_report", "replay",
     "analyze_traces", "load_trace", "failing",
-    "TraceConfig", "LiveRun", "LiveBatch", "doctor_rows", "prepare_host",
+    "TraceConfig", "LiveRun", "LiveBatch", "doctor_rows", "prepare_host", "resolve_command",
 ]
 __version__ = "0.1.0"

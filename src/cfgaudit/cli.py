@@ -7,6 +7,7 @@ line ``Error: ...`` on stderr and exits 2.
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 import sys
@@ -34,13 +35,14 @@ from . import (
     regions_rows,
     registry_for,
     render_report,
+    resolve_command,
     run_analysis,
     write_snapshot,
 )
 from . import (
     replay as replay_analysis,
 )
-from .errors import EXIT_ERROR, EXIT_INTERNAL, CfgauditError
+from .errors import EXIT_ERROR, EXIT_INTERNAL, CfgauditError, UsageError
 from .report.inventory import render_devices, render_doctor, render_regions
 from .report.listing import LISTING_FORMATS
 from .report.live import LIVE_HEADER, event_lines, live_lines, notice_line, summary_lines
@@ -49,6 +51,20 @@ from .report.render import FORMATS as REPORT_FORMATS
 from .report.render import RENDERERS, render
 
 FORMATS = LISTING_FORMATS
+
+
+def _nonempty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option that, given, must not be empty (``--kernel ''`` would silently mean "not given")."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+    return value
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A duration in seconds: finite and above 0 (nan and inf would trace for ever)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a number of seconds above 0", ctx=ctx, param=param)
+    return value
 
 
 def source_options(f: Callable) -> Callable:
@@ -80,7 +96,7 @@ def output_option(f: Callable) -> Callable:
 def rule_options(f: Callable) -> Callable:
     """--kernel / --claims / --iomem-relaxed: how the ownership table is evaluated."""
     opts = [
-        click.option("--kernel", metavar="RELEASE",
+        click.option("--kernel", metavar="RELEASE", callback=_nonempty,
                      help="evaluate the rules for this kernel release (default: the snapshot's, else the running one)"),
         click.option("--claims", metavar="FILE", multiple=True, help="TOML file of extra claims (repeatable)"),
         click.option("--iomem-relaxed/--strict-iomem", "iomem_relaxed", default=None,
@@ -178,7 +194,8 @@ def regions(sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_re
 @cli.command()
 @source_options
 @click.option("-o", "--output", metavar="FILE", required=True, help="snapshot file to write (JSON)")
-@click.option("--kernel", metavar="RELEASE", help="record this kernel release (for dumps, which carry none)")
+@click.option("--kernel", metavar="RELEASE", callback=_nonempty,
+              help="record this kernel release (for dumps, which carry none)")
 @click.option("--iomem-relaxed/--strict-iomem", "iomem_relaxed", default=None,
               help="record whether the host booted with iomem=relaxed")
 @click.option("--host", metavar="NAME", help="record this host name")
@@ -352,7 +369,8 @@ def live_options(f: Callable) -> Callable:
         click.option("--bdf", "bdfs", metavar="BDF", multiple=True, help="only this device (repeatable)"),
         click.option("--reads", is_flag=True, help="trace reads too"),
         click.option("-o", "--output", metavar="FILE", help="record a trace (.jsonl, or .parquet)"),
-        click.option("--kernel", metavar="RELEASE", help="evaluate ownership rules for this release (what-if)"),
+        click.option("--kernel", metavar="RELEASE", callback=_nonempty,
+                     help="evaluate ownership rules for this release (what-if)"),
         click.option("--claims", metavar="FILE", multiple=True, help="TOML file of extra claims (repeatable)"),
         click.option("--iomem-relaxed/--strict-iomem", "iomem_relaxed", default=None,
                      help="override what /proc/cmdline says about iomem=relaxed"),
@@ -409,8 +427,9 @@ def _printer(verbose: bool, err: bool) -> Callable[[LiveBatch], None]:
 
 @cli.command()
 @live_options
-@click.option("-p", "--pid", type=int, default=0, help="only this process (thread group)")
-@click.option("-d", "--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+@click.option("-p", "--pid", type=click.IntRange(min=1), help="only this process (thread group)")
+@click.option("-d", "--duration", type=float, callback=_seconds, metavar="SECONDS",
+              help="stop after this many seconds")
 def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
           buffer_pages, verbose, pid, duration) -> int:
     """Trace user-space config-space writes live (root), one line per finding.
@@ -425,8 +444,11 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
       sudo cfgaudit trace -o cxl.jsonl --bdf 0d:00.0 -d 60
       sudo cfgaudit trace -n setpci -v --kernel 6.2.0   # what a 6.2 kernel would have said
     """
+    paths = HostPaths()
+    if pid is not None and not os.path.isdir(os.path.join(paths.proc, str(pid))):
+        raise UsageError(f"-p {pid}: no such process")
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
-                       iomem_relaxed, buffer_pages, pid, duration)
+                       iomem_relaxed, buffer_pages, pid or 0, duration)
     live = LiveRun(cfg, on_batch=_printer(verbose, err=False))
     _warn(live.warnings)
     with live:
@@ -460,6 +482,7 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
       sudo cfgaudit run -- ./run-tool-tests.sh
       sudo cfgaudit run --fail-on managed -o run.jsonl -- setpci -s 0d:00.0 CAP_EXP+10.w=0:3
     """
+    resolve_command(list(cmd))  # a command that cannot run is a usage error before any probe loads
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages)
     live = LiveRun(cfg, follow=True, on_batch=_printer(verbose, err=True))
@@ -508,9 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         return rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
-        click.echo("Error: aborted", err=True)
-        return EXIT_ERROR
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("Error: interrupted", err=True)
+        return 128 + signal.SIGINT
     except click.ClickException as e:
         msg = " ".join(e.format_message().split())
         ctx_name = getattr(getattr(e, "ctx", None), "command_path", None)

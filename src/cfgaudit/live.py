@@ -35,7 +35,7 @@ from .regions import normalize_bdf, running_kernel
 from .regions.configspace import snapshot_dict
 from .report.frames import Report
 
-__all__ = ["TraceConfig", "LiveBatch", "LiveRun", "doctor_rows", "prepare_host"]
+__all__ = ["TraceConfig", "LiveBatch", "LiveRun", "doctor_rows", "prepare_host", "resolve_command"]
 
 
 @dataclass
@@ -74,6 +74,21 @@ class LiveBatch:
 def doctor_rows(paths: HostPaths = DEFAULT) -> list[dict[str, Any]]:
     """Every backend with whether it can run here and why not (only looks; changes nothing)."""
     return backend_table(paths)
+
+
+def resolve_command(cmd: list[str]) -> str:
+    """The executable ``cmd[0]`` names (searched in PATH when it has no slash); a usage error when
+    there is none, it is a directory, or it cannot be executed."""
+    if not cmd:
+        raise UsageError("no command given (cfgaudit run -- CMD [ARGS]...)")
+    exe = shutil.which(cmd[0]) if "/" not in cmd[0] else cmd[0]
+    if exe is None or not os.path.exists(exe):
+        raise UsageError(f"cannot run {cmd[0]}: command not found")
+    if os.path.isdir(exe):
+        raise UsageError(f"cannot run {cmd[0]}: is a directory")
+    if not os.access(exe, os.X_OK):
+        raise UsageError(f"cannot run {cmd[0]}: not executable")
+    return exe
 
 
 def _boot_flags(paths: HostPaths) -> list[str]:
@@ -173,9 +188,7 @@ class LiveRun:
     def run_command(self, cmd: list[str], stop: Callable[[], bool]) -> int:
         """Start ``cmd`` held at a pipe until the probe follows it, then trace it to its end.
         Returns its exit code (128+signal when killed)."""
-        exe = shutil.which(cmd[0]) if "/" not in cmd[0] else cmd[0]
-        if exe is None or not os.access(exe, os.X_OK):
-            raise UsageError(f"cannot run {cmd[0]}: command not found")
+        exe = resolve_command(cmd)
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child waits until the probe follows its pid, then becomes CMD
