@@ -110,8 +110,8 @@ def test_sysfs_trims_before_the_check_procfs_does_not() -> None:
     ev = [dict(ts_ns=1, pid=1, comm="t", op="write", bdf=CXL_BDF, offset=0xFFE, size=4, via="sysfs"),
           dict(ts_ns=2, pid=1, comm="t", op="write", bdf=CXL_BDF, offset=0xFFE, size=4, via="procfs")]
     an = Analyzer(claims_res)
-    t = an._taints(_table(ev), np.array([0, 1]), np.array([an._dev_code[CXL_BDF]] * 2), np.array([0xFFE, 0xFFE]),
-                   np.array([4, 4]), np.array([True, True]))
+    t = an.verdicts.taints(_table(ev), np.array([0, 1]), np.array([an.index.dev_code[CXL_BDF]] * 2),
+                           np.array([0xFFE, 0xFFE]), np.array([4, 4]), np.array([True, True]))
     assert list(t) == [False, True]
 
 

@@ -57,7 +57,6 @@ class Analyzer:
         self.counts: dict[str, int] = {"events": 0, "writes": 0, "reads": 0}
         self.bdfs: list[str] = self.index.bdfs
         self.write_hist = np.zeros((len(self.bdfs), _HIST_WIDTH), dtype=np.int64)
-        self._dev_code = self.index.dev_code
         self._next_index = 0
 
     def feed(self, t: pa.Table) -> pd.DataFrame:
@@ -142,11 +141,6 @@ class Analyzer:
             at = np.searchsorted(want, doe_rows)
             doe = self.doe.decode(t, doe_rows, raw, at, dev, offset)
         return old_value, changed_bits, doe
-
-    def _taints(self, t: pa.Table, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray, size: np.ndarray,
-                is_write: np.ndarray) -> np.ndarray:
-        """:meth:`KernelVerdicts.taints` (kept for callers of the one-module analyzer)."""
-        return self.verdicts.taints(t, sel, dev, offset, size, is_write)
 
 
 def analyze_tables(res: RegistryResult, tables: Iterable[pa.Table],

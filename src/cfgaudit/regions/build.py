@@ -10,6 +10,7 @@ from typing import Iterable, Mapping
 
 from ..errors import InputError, UsageError
 from ..hostpaths import DEFAULT, HostPaths
+from ..pci_regs import PCI_SECONDARY_BUS
 from .capabilities import CapMap, walk
 from .configspace import PCI_CFG_SPACE_SIZE, DeviceSet, infer_config_size, normalize_bdf
 from .kernel import KernelVersion, parse_kernel
@@ -123,7 +124,7 @@ def _mark_root_buses(views: list[DeviceView]) -> None:
     secondaries = set()
     for v in views:
         if v.cs.header_type == 1:
-            sec = v.cs.byte(0x19)  # PCI_SECONDARY_BUS
+            sec = v.cs.byte(PCI_SECONDARY_BUS)
             if sec is not None:
                 secondaries.add((v.cs.domain, sec))
     for v in views:
