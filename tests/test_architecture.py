@@ -242,10 +242,20 @@ def _mid_file_imports(source: str, name: str = "<src>") -> list[str]:
     return bad
 
 
+# The entry point imports the CLI inside console(), after its signal set-up (a Ctrl-C while the
+# heavy modules load is then an Error line): that one import, with its comment, is allowed there.
+ENTRY_LAZY = {"__main__": "from .cli import main"}
+
+
 @pytest.mark.parametrize("mod,path", list(_modules()), ids=[m for m, _ in _modules()])
 def test_no_mid_file_imports(mod: str, path: str) -> None:
     with open(path) as fh:
-        bad = _mid_file_imports(fh.read(), path)
+        src = fh.read()
+    bad = _mid_file_imports(src, path)
+    if mod in ENTRY_LAZY:
+        line = next(i for i, ln in enumerate(src.splitlines(), 1) if ln.strip() == ENTRY_LAZY[mod])
+        assert src.splitlines()[line - 2].strip().startswith("#"), f"{mod}:{line}: say why the import is late"
+        bad = [b for b in bad if not b.startswith(f"{line}: ")]
     assert not bad, f"{mod}: " + "; ".join(bad)
 
 

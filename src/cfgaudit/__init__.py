@@ -13,23 +13,60 @@ Offsets and sizes are bytes, times ns. See README.md.
 """
 from __future__ import annotations
 
-from .audit import (
-    FAIL_LEVELS,
-    Analysis,
-    failing,
-    load_trace,
-    open_analysis,
-    render_report,
-    replay,
-    run_analysis,
-    stream_analysis,
-)
-from .audit import analyze as analyze_traces
-from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackendError, CfgauditError, InputError, UsageError
-from .hostpaths import HostPaths
-from .inventory import Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
-from .live import LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host, resolve_command
-from .regions import Capability, ConfigSpace, Region, RegionRegistry, build_registry, load_devices
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .audit import (
+        FAIL_LEVELS,
+        Analysis,
+        failing,
+        load_trace,
+        open_analysis,
+        render_report,
+        replay,
+        run_analysis,
+        stream_analysis,
+    )
+    from .audit import analyze as analyze_traces
+    from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackendError, CfgauditError, InputError, UsageError
+    from .hostpaths import HostPaths
+    from .inventory import Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
+    from .live import LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host, resolve_command
+    from .regions import Capability, ConfigSpace, Region, RegionRegistry, build_registry, load_devices
+
+# The names above, loaded on first use (PEP 562): `import cfgaudit` stays cheap, so the command
+# line's entry point (__main__.py) can set up its signal handling before pandas and pyarrow load.
+_WHERE: dict[str, tuple[str, str]] = {
+    **{n: ("audit", n) for n in ("FAIL_LEVELS", "Analysis", "failing", "load_trace", "open_analysis",
+                                 "render_report", "replay", "run_analysis", "stream_analysis")},
+    "analyze_traces": ("audit", "analyze"),
+    **{n: ("errors", n) for n in ("EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "BackendError", "CfgauditError",
+                                  "InputError", "UsageError")},
+    "HostPaths": ("hostpaths", "HostPaths"),
+    **{n: ("inventory", n) for n in ("Sources", "devices_rows", "open_devices", "regions_rows", "registry_for",
+                                     "write_snapshot")},
+    **{n: ("live", n) for n in ("LiveBatch", "LiveRun", "TraceConfig", "doctor_rows", "prepare_host",
+                                "resolve_command")},
+    **{n: ("regions", n) for n in ("Capability", "ConfigSpace", "Region", "RegionRegistry", "build_registry",
+                                   "load_devices")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from the module that defines it (once; then it is a module attribute)."""
+    try:
+        mod, attr = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module 'cfgaudit' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "CfgauditError", "InputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS", "EXIT_ERROR",

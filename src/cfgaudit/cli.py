@@ -67,6 +67,18 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) ->
     return value
 
 
+def _seconds_or_0(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A wait in seconds: finite and not negative (0: do not wait)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value} is not a number of seconds (0 or more)", ctx=ctx, param=param)
+    return value
+
+
+def _pids(pids: list[int], most: int = 8) -> str:
+    """'pid 12, 15' (at most ``most`` of them, then '...')."""
+    return "pid " + ", ".join(map(str, pids[:most])) + (", ..." if len(pids) > most else "")
+
+
 def source_options(f: Callable) -> Callable:
     """--sysfs-path / --lspci-dump / --snapshot / --driver, shared by every command."""
     opts = [
@@ -384,15 +396,25 @@ def live_options(f: Callable) -> Callable:
 
 
 class _Stop:
-    """SIGINT/SIGTERM (or a deadline in seconds) end a live run cleanly: footer, summary."""
+    """SIGINT/SIGTERM (or a deadline in seconds) end a live run cleanly: footer, summary.
+
+    Made before the probes load, so a signal during set-up (compiling BPF takes seconds) is
+    kept, not lost or raised mid-load: the run then ends as soon as it starts. The deadline
+    counts from :meth:`arm`, the start of tracing."""
 
     def __init__(self, deadline_s: float | None = None) -> None:
         self.flag = False
-        self.end = None if deadline_s is None else time.monotonic() + deadline_s
+        self.deadline_s = deadline_s
+        self.end: float | None = None
         self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.flag = True
+
+    def arm(self) -> None:
+        """Tracing starts now: the deadline runs from here."""
+        if self.deadline_s is not None:
+            self.end = time.monotonic() + self.deadline_s
 
     def __call__(self) -> bool:
         return self.flag or (self.end is not None and time.monotonic() >= self.end)
@@ -449,17 +471,18 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
         raise UsageError(f"-p {pid}: no such process")
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages, pid or 0, duration)
-    live = LiveRun(cfg, on_batch=_printer(verbose, err=False))
-    _warn(live.warnings)
-    with live:
-        stop = _Stop(duration)
-        try:
+    stop = _Stop(duration)
+    try:
+        live = LiveRun(cfg, on_batch=_printer(verbose, err=False))
+        _warn(live.warnings)
+        with live:
+            stop.arm()
             click.echo("Tracing config-space writes ... Ctrl-C to end.")
             click.echo(LIVE_HEADER)
             live.run(stop)
-        finally:
-            stop.restore()
-        rep = live.finish()
+            rep = live.finish()
+    finally:
+        stop.restore()
     for line in summary_lines(rep.summary):
         click.echo(line, err=bool(rep.summary.get("lost")) and line.startswith("Possibly"))
     return 0
@@ -469,10 +492,18 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
 @live_options
 @click.option("--fail-on", type=click.Choice(FAIL_LEVELS), default="exclusive", show_default=True,
               help="lowest kind of finding that makes the run fail (exit 1)")
+@click.option("--wait-descendants", type=float, callback=_seconds_or_0, metavar="SECONDS",
+              help="once CMD exits, follow its descendants still running at most this long "
+                   "[default: until the last exits; 0: stop with CMD]")
 @click.argument("cmd", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
-        buffer_pages, verbose, fail_on, cmd) -> int:
-    """Run CMD under the tracer, following it and its children; fail on findings.
+        buffer_pages, verbose, fail_on, wait_descendants, cmd) -> int:
+    """Run CMD under the tracer, following it and every descendant; fail on findings.
+
+    Like 'strace -f', the run lasts until CMD and every process it started have exited,
+    also those left running in the background ('setpci ... &' in a script): cfgaudit adopts
+    orphaned descendants (it is their child subreaper). --wait-descendants bounds the wait;
+    the summary names descendants still running at the end, whose later writes are not seen.
 
     Exit 1 if CMD (or a descendant) wrote into owned bytes at or above --fail-on, 2 on
     cfgaudit errors, else CMD's own exit code.
@@ -481,20 +512,29 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
     Examples:
       sudo cfgaudit run -- ./run-tool-tests.sh
       sudo cfgaudit run --fail-on managed -o run.jsonl -- setpci -s 0d:00.0 CAP_EXP+10.w=0:3
+      sudo cfgaudit run --wait-descendants 30 -- ./start-daemons.sh
     """
     resolve_command(list(cmd))  # a command that cannot run is a usage error before any probe loads
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages)
-    live = LiveRun(cfg, follow=True, on_batch=_printer(verbose, err=True))
-    _warn(live.warnings)
-    with live:
-        stop = _Stop()
-        try:
+
+    def cmd_exited(code: int, left: list[int]) -> None:
+        bound = f"at most {wait_descendants:g} s" if wait_descendants is not None else "until the last exits"
+        click.echo(f"cfgaudit: {cmd[0]} exited ({code}); following {len(left)} descendant(s) still running "
+                   f"({_pids(left)}) {bound}; Ctrl-C ends the run", err=True)
+
+    stop = _Stop()
+    try:
+        live = LiveRun(cfg, follow=True, on_batch=_printer(verbose, err=True))
+        _warn(live.warnings)
+        with live:
+            if stop():  # interrupted while the probes loaded: CMD never starts
+                raise click.exceptions.Abort()
             click.echo(LIVE_HEADER, err=True)
-            code = live.run_command(list(cmd), stop)
-        finally:
-            stop.restore()
-        rep = live.finish()
+            code = live.run_command(list(cmd), stop, wait_descendants, cmd_exited)
+            rep = live.finish()
+    finally:
+        stop.restore()
     for line in summary_lines(rep.summary):
         click.echo(f"cfgaudit: {line}", err=True)
     if failing(rep.findings, fail_on):
@@ -556,9 +596,5 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
-def console() -> None:  # pragma: no cover - the installed script
+if __name__ == "__main__":  # pragma: no cover - python -m cfgaudit.cli (the program is cfgaudit.__main__)
     sys.exit(main())

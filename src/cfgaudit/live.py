@@ -9,8 +9,10 @@ Times are ns (CLOCK_MONOTONIC, as the probes stamp them).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -91,6 +93,54 @@ def resolve_command(cmd: list[str]) -> str:
     return exe
 
 
+# prctl(2) option: orphaned descendants are re-parented to the caller, not to init
+# (include/uapi/linux/prctl.h: #define PR_SET_CHILD_SUBREAPER 36).
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Make this process the child subreaper (Linux >= 3.4), so every descendant it starts stays
+    its descendant (and is reaped here) after its own parent exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+def _default_signals() -> None:
+    """In a child about to exec: the signal dispositions a program expects (Python ignores SIGPIPE
+    and may have inherited an ignored SIGINT from a background job), nothing blocked."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _descendants(root: int, proc: str = "/proc") -> list[int]:
+    """Pids of the live processes below ``root`` (by parent pid in PROC/PID/stat), sorted;
+    zombies (exited, not yet reaped) are not counted."""
+    parent: dict[int, int] = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, name, "stat"), "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after the last ')'
+        rest = stat[stat.rfind(b")") + 2:].split()
+        if len(rest) >= 2 and rest[0] != b"Z":
+            parent[int(name)] = int(rest[1])
+    found: set[int] = set()
+    frontier = [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in found]
+        found.update(kids)
+        frontier += kids
+    return sorted(found)
+
+
 def _boot_flags(paths: HostPaths) -> list[str]:
     try:
         with open(os.path.join(paths.proc, "cmdline")) as fh:
@@ -134,6 +184,7 @@ class LiveRun:
         self.notices: list[Notice] = []
         self.t0: int | None = None
         self.report: Report | None = None
+        self.still_running: list[int] = []  # cfgaudit run: descendants still running at the end (pids)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LiveRun":
@@ -185,15 +236,23 @@ class LiveRun:
         """Poll the session until ``stop()`` says so, then drain it."""
         run(self.session, self._batch, stop, poll_ms)
 
-    def run_command(self, cmd: list[str], stop: Callable[[], bool]) -> int:
-        """Start ``cmd`` held at a pipe until the probe follows it, then trace it to its end.
-        Returns its exit code (128+signal when killed)."""
+    def run_command(self, cmd: list[str], stop: Callable[[], bool], wait_s: float | None = None,
+                    on_cmd_exit: Callable[[int, list[int]], None] | None = None) -> int:
+        """Start ``cmd`` held at a pipe until the probe follows it, then trace it and every
+        descendant to the end, like ``strace -f``: cfgaudit is made the child subreaper, so a
+        descendant orphaned by its parent (``(sleep 1; setpci ...) &``) is re-parented to it and
+        waited for. ``wait_s``: once CMD exits, wait at most this many seconds for descendants
+        still running (None: until the last one exits); ``on_cmd_exit(code, pids)`` is told when
+        CMD exits while descendants run. Those still running at the end are in
+        :attr:`still_running` (pids). Returns CMD's exit code (128+signal when killed)."""
         exe = resolve_command(cmd)
+        _become_subreaper()
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child waits until the probe follows its pid, then becomes CMD
             try:
                 os.close(w)
+                _default_signals()
                 os.read(r, 1)
                 os.close(r)
                 os.execv(exe, cmd)
@@ -204,19 +263,36 @@ class LiveRun:
         os.write(w, b"g")
         os.close(w)
         rc: int | None = None
+        deadline: float | None = None
 
         def finished() -> bool:
-            nonlocal rc
-            if rc is None:
-                wpid, status = os.waitpid(pid, os.WNOHANG)
+            nonlocal rc, deadline
+            if stop():
+                return True
+            while True:  # reap CMD and any orphan re-parented to us
+                try:
+                    wpid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:  # no child left: CMD and every descendant are done
+                    return rc is not None
+                if wpid == 0:
+                    break
                 if wpid == pid:
                     rc = os.waitstatus_to_exitcode(status)
-            return rc is not None or stop()
+                    deadline = None if wait_s is None else time.monotonic() + wait_s
+                    if on_cmd_exit is not None:
+                        left = _descendants(os.getpid(), self.cfg.paths.proc)
+                        if left:
+                            on_cmd_exit(rc if rc >= 0 else 128 - rc, left)
+            return rc is not None and deadline is not None and time.monotonic() >= deadline
 
         self.run(finished, poll_ms=50)
-        if rc is None:  # stopped by a signal: pass it on and wait
-            os.kill(pid, 15)
-            rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if rc is None:  # stopped by a signal: pass it on to CMD and wait for it
+            try:
+                os.kill(pid, signal.SIGTERM)
+                rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            except ChildProcessError:  # reaped in the last poll
+                rc = 128 + signal.SIGTERM
+        self.still_running = _descendants(os.getpid(), self.cfg.paths.proc)
         return rc if rc >= 0 else 128 - rc
 
     # -- the end ---------------------------------------------------------------------------
@@ -235,6 +311,8 @@ class LiveRun:
                                       "unresolved_opens": unresolved}
             if error:
                 footer["error"] = error
+            if self.still_running:
+                footer["still_running"] = list(self.still_running)
             self.writer.close(footer)
             self.writer = None
             if self.partial and self.cfg.output:
@@ -251,5 +329,6 @@ class LiveRun:
                            meta)
         rep.summary["unmediated"] = [n.to_record() for n in self.notices]
         rep.summary["unresolved_opens"] = unresolved
+        rep.summary["still_running"] = list(self.still_running)
         self.report = rep
         return rep

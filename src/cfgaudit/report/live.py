@@ -75,6 +75,10 @@ def summary_lines(s: dict) -> list[str]:
     if s.get("unresolved_opens"):
         out.append(f"{s['unresolved_opens']} relative open(s) of a possible config file closed before cfgaudit "
                    "could resolve them: their writes are not reported")
+    if s.get("still_running"):
+        pids = s["still_running"]
+        out.append(f"{len(pids)} descendant(s) still running at the end (pid {', '.join(map(str, pids[:8]))}"
+                   f"{', ...' if len(pids) > 8 else ''}): their later accesses were not traced")
     if s.get("lost"):
         out.append(f"Possibly lost {s['lost']} events (ring buffer full): raise --buffer-pages")
     else:

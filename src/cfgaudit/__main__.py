@@ -1,0 +1,36 @@
+"""The ``cfgaudit`` program: ``python -m cfgaudit`` and the installed script both start here.
+
+Start-up loads pandas, pyarrow and click (about a second on a slow host). A Ctrl-C in that second
+must end like any other interrupt (``Error: interrupted``, exit 130), not with a traceback, so the
+signal dispositions are set before the command line's modules load. ``cfgaudit/__init__.py`` loads
+its names lazily so that importing this module costs nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # a shell's code for "ended by SIGINT" (130)
+
+
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    """SIGINT before the command line is loaded: nothing has started, nothing to save."""
+    os.write(2, b"Error: interrupted\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def console() -> None:
+    """Reset what a parent may have left us (SIGINT ignored in a shell's background job, signals
+    blocked), load the command line and run it."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+    # The CLI is imported here, after the handler above, so a Ctrl-C while it loads is handled.
+    from .cli import main
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() turns it into "Error: interrupted"
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
