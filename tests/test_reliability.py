@@ -164,3 +164,115 @@ def test_interrupt_is_an_error_line(monkeypatch) -> None:
     monkeypatch.setattr(cfgaudit.cli, "open_devices", interrupted)
     code, out, err = run_cli("devices", "--lspci-dump", QEMU_CXL)
     assert code == 130 and err.strip() == "Error: interrupted"
+
+
+# ---- item 4: a full disk keeps what was recorded valid -------------------------------------------
+_FULL_DISK_CHILD = r"""
+import json, os, resource, signal, sys
+from cfgaudit.errors import OutputError
+from cfgaudit.probes.tracefile import TraceWriter, make_header
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)           # past the limit, write() fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
+ev = {"ts_ns": 1, "pid": 7, "comm": "setpci", "op": "write", "bdf": "0000:0d:00.0", "offset": 408, "size": 4,
+      "data": "00000000", "via": "sysfs"}
+w = TraceWriter(sys.argv[1], make_header())
+try:
+    for i in range(2000):
+        w.write(dict(ev, ts_ns=i))
+        if i % 50 == 0:
+            w.flush()
+    w.close({})
+    print("no error")
+except OutputError as err:
+    print(err)
+    try:
+        w.write(ev)
+        w.flush()
+    except OutputError as again:
+        print(again)
+"""
+
+
+@pytest.mark.parametrize("name", ["t.jsonl", "t.parquet"])
+def test_a_failed_write_leaves_a_valid_file_or_none(tmp_path, name: str) -> None:
+    out = tmp_path / name
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(out)], capture_output=True, text=True,
+                       timeout=60)
+    first, *rest = r.stdout.splitlines()
+    assert first.startswith(f"{out}: cannot write: File too large"), r.stdout + r.stderr
+    if name == "t.parquet":
+        assert "incomplete Parquet file was removed" in first and not out.exists()
+        return
+    assert rest and "recording stopped earlier" in rest[0], "later writes are refused"
+    kept = int(first.split("keeps the ")[1].split()[0])
+    data = out.read_bytes()
+    assert 0 < len(data) <= 20000 and data.endswith(b"\n"), "whole lines only"
+    assert len(data.splitlines()) == kept + 1  # the header and the kept records
+    r = subprocess.run([sys.executable, "-m", "cfgaudit.cli", "analyze", str(out), "--lspci-dump", QEMU_CXL,
+                        "--kernel", "6.2.0", "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode in (0, 1) and __import__("json").loads(r.stdout)["summary"]["events"] == kept
+
+
+def test_writing_to_dev_full_is_an_output_error() -> None:
+    from cfgaudit.errors import OutputError
+    from cfgaudit.probes.tracefile import TraceWriter, make_header
+
+    with pytest.raises(OutputError, match="^/dev/full: cannot write: No space left on device"):
+        TraceWriter("/dev/full", make_header())
+
+
+def test_footer_times_are_monotonic_like_the_header(tmp_path) -> None:
+    import json
+    import time
+
+    from cfgaudit.probes.tracefile import TraceWriter, make_header
+
+    out = tmp_path / "t.jsonl"
+    t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    TraceWriter(str(out), make_header(started_ns=t0)).close()
+    foot = json.loads(out.read_text().splitlines()[-1])
+    assert t0 <= foot["ended_ns"] <= time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    assert abs(foot["ended_unix_ns"] - time.time_ns()) < 60e9
+
+
+# ---- low items: replay pauses, ring size, trace paths checked before the probes load ---------------
+def test_replay_pauses_are_capped(tmp_path) -> None:
+    from cfgaudit.probes.replay import MAX_PAUSE_S, ReplayOptions, ReplaySession
+
+    p = tmp_path / "gap.jsonl"
+    p.write_bytes(EVENT + EVENT.replace(b'"ts_ns":1', b'"ts_ns":9000000000000000000')
+                  + EVENT.replace(b'"ts_ns":1', b'"ts_ns":9000000000500000000'))
+    pauses: list[float] = []
+    s = ReplaySession(ReplayOptions(paths=[str(p)], speed=1.0, sleep=pauses.append))
+    assert sum(t.num_rows for _, t in s.paced()) == 3
+    assert pauses == [MAX_PAUSE_S, 0.5]  # a 285-year gap is cut; a half-second one is kept
+
+
+@pytest.mark.parametrize("speed", ["nan", "-1"])
+def test_replay_speed_must_be_a_number(speed: str) -> None:
+    code, out, err = run_cli("replay", "x.jsonl", "--lspci-dump", QEMU_CXL, "--speed", speed)
+    assert code == EXIT_ERROR and err.startswith("Error: --speed must be a number, 0 or more"), err
+
+
+@pytest.mark.parametrize("pages", [1048576, 3, 1])
+def test_buffer_pages_limits_are_named(pages: int) -> None:
+    from cfgaudit.errors import BackendError
+    from cfgaudit.probes.bccutil import MAX_BUFFER_PAGES, check_buffer_pages
+
+    with pytest.raises(BackendError, match=f"power of two from 2 to {MAX_BUFFER_PAGES} .*not {pages}$"):
+        check_buffer_pages(pages)
+    check_buffer_pages(MAX_BUFFER_PAGES)
+
+
+@pytest.mark.parametrize("case", ["link", "dir", "nodir"])
+def test_live_trace_path_is_checked_before_the_probes_load(tmp_path, case: str) -> None:
+    from cfgaudit import LiveRun, TraceConfig
+    from cfgaudit.errors import InputError
+
+    out = {"link": tmp_path / "l.jsonl", "dir": tmp_path, "nodir": tmp_path / "no" / "t.jsonl"}[case]
+    if case == "link":
+        out.symlink_to(tmp_path / "target")
+    # no root, no bcc needed: the path is refused before a backend is even picked
+    with pytest.raises(InputError, match={"link": "symbolic link", "dir": "is a directory",
+                                          "nodir": "no such directory"}[case]):
+        LiveRun(TraceConfig(output=str(out), backend="no-such-backend"))

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 import cfgaudit
-from cfgaudit.errors import InputError
+from cfgaudit.errors import InputError, UsageError
 from cfgaudit.events import ConfigAccess
 from cfgaudit.probes import BACKENDS, ReplayOptions
 from cfgaudit.probes.session import Notice, Session
@@ -138,10 +138,16 @@ def test_trace_with_embedded_snapshot_needs_no_source() -> None:
     assert doc["summary"]["exclusive_writes"] == 12 and doc["summary"]["kernel_logs"] == 1
 
 
-def test_missing_snapshot_is_a_usage_error(tmp_path) -> None:
+def test_missing_snapshot_and_no_default_devices_is_a_usage_error(tmp_path) -> None:
+    # No snapshot and no source: the default source (the sysfs tree) is read; with no devices
+    # there, the error says what to give (tests/test_reliability_inputs.py: the default works).
+    from cfgaudit.hostpaths import HostPaths
+    from cfgaudit.inventory import Sources
+
     p = _lines(tmp_path, [_ev()])
-    code, _, err = run_cli("analyze", p)
-    assert code == 2 and "embeds no device snapshot" in err
+    (tmp_path / "sysfs" / "devices").mkdir(parents=True)
+    with pytest.raises(UsageError, match="embeds no device snapshot"):
+        cfgaudit.open_analysis([p], Sources(paths=HostPaths(sysfs=str(tmp_path / "sysfs"))))
 
 
 def test_columnwise_jsonl_equals_row_by_row() -> None:
@@ -222,5 +228,5 @@ def test_replay_is_a_session(tmp_path) -> None:
         assert (st.lost, st.skipped) == (2, 0)
     with pytest.raises(InputError, match="no trace file"):
         BACKENDS["replay"].open(ReplayOptions(paths=[]))
-    with pytest.raises(InputError, match="--speed"):
+    with pytest.raises(UsageError, match="--speed"):
         BACKENDS["replay"].open(ReplayOptions(paths=[a], speed=-1))

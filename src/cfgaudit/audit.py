@@ -17,11 +17,11 @@ import pyarrow as pa
 
 from .analyze import Analyzer
 from .analyze.findings import empty_findings
-from .errors import UsageError
+from .errors import InputError, UsageError
 from .events import arrow_schema
 from .inventory import REGION_KEYS, Sources, open_devices, regions_rows, registry_for
 from .probes import BACKENDS, ReplayOptions
-from .regions import DeviceSet, RegistryResult, parse_driver_overrides
+from .regions import DeviceSet, RegistryResult, parse_driver_overrides, parse_kernel
 from .regions.configspace import devices_from_snapshot_dict
 from .report.frames import Report, summarize
 from .report.render import RENDERERS, render
@@ -34,14 +34,30 @@ Progress = Callable[[int], None]  # called with the number of events analysed so
 T = TypeVar("T")
 
 
-def devices_for_trace(src: Sources, header: dict[str, Any]) -> DeviceSet:
-    """The device picture for a trace: explicit source options win, else the trace's snapshot."""
+def devices_for_trace(src: Sources, header: dict[str, Any], path: str | None = None,
+                      line: int | None = None) -> DeviceSet:
+    """The device picture for a trace: explicit source options win, else the trace's snapshot
+    (read from the header at ``path``, ``line``), else the default source: this machine's
+    sysfs tree (``src.paths.sysfs``, read-only), with a warning saying so."""
     if src.given():
         return open_devices(src)
     snap = header.get("snapshot")
     if not snap:
-        raise UsageError("the trace embeds no device snapshot: give --snapshot, --lspci-dump or --sysfs-path")
-    ds = devices_from_snapshot_dict(snap, "trace header")
+        try:
+            ds = open_devices(src)
+        except InputError as err:
+            raise UsageError(f"the trace embeds no device snapshot, and the default source gave none ({err}): "
+                             "give --snapshot, --lspci-dump or --sysfs-path") from err
+        ds.warnings.append(f"the trace embeds no device snapshot: analysing it against this machine's devices "
+                           f"({src.paths.sysfs}); give --snapshot, --lspci-dump or --sysfs-path for another host's")
+        return ds
+    try:
+        ds = devices_from_snapshot_dict(snap, path or "trace header", line)
+    except InputError as err:
+        raise InputError(f"header: {err.message}", path=err.path, line=err.line) from err
+    if not ds.devices:
+        ds.warnings.append("the trace's snapshot has no devices: every write in it is to an unknown device "
+                           "(give --snapshot, --lspci-dump or --sysfs-path)")
     for bdf, name in parse_driver_overrides(src.drivers).items():
         if bdf not in ds.devices:
             raise UsageError(f"--driver {bdf}={name}: no such device in the trace's snapshot")
@@ -97,9 +113,15 @@ def open_analysis(traces: list[str], src: Sources | None = None, kernel: str | N
     rs = BACKENDS["replay"].open(ReplayOptions(paths=list(traces), skip_bad=skip_bad, speed=speed,
                                                warn=warnings.append))
     header = rs.header
-    ds = devices_for_trace(src, header)
+    reader = next((r for r in rs.readers if r.header is header), None)  # the file the header came from
+    ds = devices_for_trace(src, header, reader.path if reader else None, reader.header_line if reader else None)
     if not kernel and header.get("kernel_release"):
         ds.kernel_release, ds.kernel_version = header["kernel_release"], header.get("kernel_version")
+        try:
+            parse_kernel(ds.kernel_release, ds.kernel_version)
+        except InputError as err:  # name the trace whose header says it
+            raise InputError(f"header: 'kernel_release': {err.message}", path=reader.path if reader else None,
+                             line=reader.header_line if reader else None) from err
     relaxed = iomem_relaxed if iomem_relaxed is not None else _header_relaxed(header)
     res = registry_for(ds, kernel, claims, relaxed)
     warnings += ds.warnings + res.warnings
@@ -124,9 +146,14 @@ def write_hist_frame(an: Analyzer) -> pd.DataFrame:
 
 def build_report(analyzer: Analyzer, registry: RegistryResult, parts: list[pd.DataFrame], counts: dict[str, int],
                  meta: dict[str, Any]) -> Report:
-    """A :class:`Report` from findings chunks, trace counts and where it came from."""
+    """A :class:`Report` from findings chunks, trace counts and where it came from. The summary
+    also counts the writes to devices not in the sources (``unknown_device_writes``, and per BDF
+    ``unknown_devices``: see :attr:`cfgaudit.analyze.Analyzer.unknown`)."""
     findings = pd.concat(parts, ignore_index=True) if parts else empty_findings()
-    return Report(findings, regions_frame(registry), write_hist_frame(analyzer), summarize(findings, counts), meta)
+    summary = summarize(findings, counts)
+    summary["unknown_device_writes"] = analyzer.unknown_writes
+    summary["unknown_devices"] = analyzer.unknown_devices()
+    return Report(findings, regions_frame(registry), write_hist_frame(analyzer), summary, meta)
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,11 +255,11 @@ def render_report(a: Analysis, fmt: str, out: IO[str], progress: Progress | None
         finally:
             sink.close()
         rep.summary["findings"] = sink.rows
-        rep.summary["failing"] = sink.failing
+        rep.summary["failing"] = sink.failing + failing(rep, "managed")  # rep has no rows: its unknown devices
         return rep
     rep = run_analysis(a, progress)
     out.write(render(rep, fmt))
-    rep.summary["failing"] = failing(rep.findings, "managed")
+    rep.summary["failing"] = failing(rep, "managed")
     return rep
 
 
@@ -255,11 +282,20 @@ def analyze(traces: str | Iterable[str], sources: Sources | None = None, kernel:
     return run_analysis(open_analysis(paths, sources, kernel, claims, iomem_relaxed, reads)).findings
 
 
-def failing(findings: pd.DataFrame, level: str) -> int:
-    """How many findings are at or above ``level`` (exclusive > managed), not allowed by a user claim."""
+def failing(report: Report | pd.DataFrame, level: str) -> int:
+    """How many findings are at or above ``level`` (exclusive > managed), not allowed by a user
+    claim. Given a :class:`Report`, its writes to devices not in the sources
+    (``summary["unknown_device_writes"]``: what they hit is unknown) count too at ``managed``;
+    given only a findings frame, only findings count."""
     if level not in FAIL_LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_LEVELS)}")
-    if level == "never" or findings.empty:
+    if level == "never":
         return 0
-    kinds = {"exclusive"} if level == "exclusive" else {"exclusive", "managed"}
-    return int((findings["kind"].isin(kinds) & findings["allowed_by"].isna()).sum())
+    findings = report.findings if isinstance(report, Report) else report
+    n = 0
+    if not findings.empty:
+        kinds = {"exclusive"} if level == "exclusive" else {"exclusive", "managed"}
+        n = int((findings["kind"].isin(kinds) & findings["allowed_by"].isna()).sum())
+    if isinstance(report, Report) and level == "managed":
+        n += int(report.summary.get("unknown_device_writes") or 0)
+    return n

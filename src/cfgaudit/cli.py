@@ -42,10 +42,10 @@ from . import (
 from . import (
     replay as replay_analysis,
 )
-from .errors import EXIT_ERROR, EXIT_INTERNAL, CfgauditError, UsageError
+from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, CfgauditError, OutputError, UsageError
 from .report.inventory import render_devices, render_doctor, render_regions
 from .report.listing import LISTING_FORMATS
-from .report.live import LIVE_HEADER, event_lines, live_lines, notice_line, summary_lines
+from .report.live import LIVE_HEADER, event_lines, live_lines, notice_line, summary_lines, unknown_device_lines
 from .report.progress import Progress
 from .report.render import FORMATS as REPORT_FORMATS
 from .report.render import RENDERERS, render
@@ -77,6 +77,14 @@ def _seconds_or_0(ctx: click.Context, param: click.Parameter, value: float | Non
 def _pids(pids: list[int], most: int = 8) -> str:
     """'pid 12, 15' (at most ``most`` of them, then '...')."""
     return "pid " + ", ".join(map(str, pids[:most])) + (", ..." if len(pids) > most else "")
+
+
+def _existing_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A directory option that, given, must exist (a mistyped --procfs-path would watch nothing)."""
+    given = ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.DEFAULT
+    if value is not None and given and not os.path.isdir(value):
+        raise click.BadParameter(f"{value}: no such directory", ctx=ctx, param=param)
+    return value
 
 
 def source_options(f: Callable) -> Callable:
@@ -254,6 +262,8 @@ def _finish(summary: dict, a: Analysis, shown: int) -> None:
         click.echo(f"Warning: skipped {summary['skipped']} malformed trace line(s)", err=True)
     if summary.get("lost"):
         click.echo(f"Warning: the tracer lost {summary['lost']} event(s): findings may be missing", err=True)
+    for line in unknown_device_lines(summary, limit=5):  # every format: csv has no place for them
+        click.echo(f"Warning: {line}", err=True)
 
 
 @cli.command()
@@ -330,7 +340,7 @@ def check(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, io
         progress.done()
     _emit(render(rep, fmt), output)
     _finish(rep.summary, a, shown)
-    return 1 if failing(rep.findings, fail_on) else 0
+    return 1 if failing(rep, fail_on) else 0
 
 
 @cli.command()
@@ -339,7 +349,7 @@ def check(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, io
 @rule_options
 @trace_options
 @click.option("--speed", type=float, default=1.0, show_default=True,
-              help="pace: 1 = as recorded, 10 = ten times faster, 0 = no waiting")
+              help="pace: 1 = as recorded, 10 = ten times faster, 0 = no waiting (pauses are cut to 10 s)")
 @click.option("-v", "--verbose", is_flag=True, help="more detail under each finding")
 def replay(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
            speed, verbose) -> int:
@@ -364,7 +374,7 @@ def replay(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, i
                f"({s['exclusive_writes']} exclusive, {s['managed_writes']} managed); "
                f"the kernel would taint on {s['kernel_taints']}")
     _finish(rep.summary, a, shown)
-    return 1 if failing(rep.findings, "managed") else 0
+    return 1 if failing(rep, "managed") else 0
 
 
 def live_options(f: Callable) -> Callable:
@@ -374,7 +384,7 @@ def live_options(f: Callable) -> Callable:
                      help="live backend: auto or one of 'cfgaudit doctor'"),
         click.option("--sysfs-path", metavar="DIR", help="sysfs tree to watch (default /sys/bus/pci)"),
         click.option("--procfs-path", metavar="DIR", default="/proc/bus/pci", show_default=True,
-                     help="procfs tree to watch"),
+                     callback=_existing_dir, help="procfs tree to watch"),
         click.option("--driver", "drivers", metavar="BDF=NAME", multiple=True,
                      help="bound driver for a device where the tree does not say (repeatable)"),
         click.option("-n", "--comm", metavar="NAME", help="only processes with this name"),
@@ -435,6 +445,8 @@ def _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, o
 def _printer(verbose: bool, err: bool) -> Callable[[LiveBatch], None]:
     """Prints a live batch: unmediated-access notices, findings (and with -v every other access)."""
     def show(b: LiveBatch) -> None:
+        for w in b.warnings:
+            click.echo(f"Warning: {w}", err=True)
         for n in b.notices:
             click.echo(notice_line(n.pid, n.comm, n.what), err=err)
         if verbose and b.events.num_rows:
@@ -485,6 +497,8 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
         stop.restore()
     for line in summary_lines(rep.summary):
         click.echo(line, err=bool(rep.summary.get("lost")) and line.startswith("Possibly"))
+    if rep.summary.get("record_error"):  # the trace asked for is incomplete: not a clean run
+        raise OutputError(rep.summary["record_error"])
     return 0
 
 
@@ -537,9 +551,16 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
         stop.restore()
     for line in summary_lines(rep.summary):
         click.echo(f"cfgaudit: {line}", err=True)
-    if failing(rep.findings, fail_on):
-        click.echo(f"cfgaudit: FAIL: writes into owned bytes at or above '{fail_on}'", err=True)
+    if failing(rep, fail_on):
+        if rep.summary.get("record_error"):
+            click.echo(f"Warning: {rep.summary['record_error']}", err=True)
+        why = [f"writes into owned bytes at or above '{fail_on}'"] if failing(rep.findings, fail_on) else []
+        if fail_on == "managed" and rep.summary.get("unknown_device_writes"):
+            why.append("writes to devices not in the sources")
+        click.echo(f"cfgaudit: FAIL: {'; '.join(why)}", err=True)
         return 1
+    if rep.summary.get("record_error"):  # no conflict seen, but the trace asked for is incomplete
+        raise OutputError(rep.summary["record_error"])
     return code
 
 
@@ -573,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("Error: interrupted", err=True)
-        return 128 + signal.SIGINT
+        return EXIT_INTERRUPTED
     except click.ClickException as e:
         msg = " ".join(e.format_message().split())
         ctx_name = getattr(getattr(e, "ctx", None), "command_path", None)

@@ -3,16 +3,40 @@
 Every error a user can cause (bad input file, bad option, missing backend) is a
 :class:`CfgauditError`. The CLI translates it once, at its edge, into a one-line
 ``Error: ...`` on stderr and exit code 2; library users catch the class itself.
+:func:`open_input` opens a user-given input file (regular files only), its OSErrors already
+translated.
 """
 from __future__ import annotations
 
-__all__ = ["CfgauditError", "InputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS", "EXIT_ERROR",
-           "EXIT_INTERNAL"]
+import os
+import stat
+from typing import BinaryIO
+
+__all__ = ["CfgauditError", "InputError", "OutputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS",
+           "EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_CODES", "open_input"]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
 EXIT_INTERNAL = 3  # a bug in cfgaudit (an exception it did not expect): never confused with "findings"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, a shell's code for "ended by Ctrl-C"
+
+# The one table of exit codes (README.md's "Exit codes" block is generated from it and checked).
+EXIT_CODES: tuple[tuple[str, str, str], ...] = (
+    (str(EXIT_OK), "ok", "no findings at the gate level; a live run that ended cleanly (Ctrl-C, SIGTERM, "
+     "`-d`); `cfgaudit run`: see CMD's code below"),
+    (str(EXIT_FINDINGS), "findings", "writes into owned bytes at or above the gate level (`check` and `run`: "
+     "`--fail-on`, default `exclusive`; `analyze` and `replay`: `managed`); at `managed`, writes to devices the "
+     "sources do not have count too"),
+    (str(EXIT_ERROR), "error", "bad input (`Error: FILE[:LINE]: ...`), bad usage, a live backend that cannot run "
+     "here, an output that cannot be written (disk full: what was recorded stays valid)"),
+    (str(EXIT_INTERNAL), "internal error", "a bug in cfgaudit: one `Error: internal error at FILE:LINE: ...` "
+     "line; `cfgaudit --debug ...` shows the traceback"),
+    (str(EXIT_INTERRUPTED), "interrupted", "Ctrl-C while cfgaudit loads, during an offline command, or before "
+     "`cfgaudit run` starts CMD (a live run already tracing ends cleanly instead: 0)"),
+    ("CMD's", "`cfgaudit run`", "when nothing fails the gate: CMD's own exit code (128+N when signal N killed "
+     "it), so a failing test suite still fails"),
+)
 
 
 class CfgauditError(Exception):
@@ -38,9 +62,46 @@ class InputError(CfgauditError):
     """A file or value given to cfgaudit is missing, unreadable or malformed."""
 
 
+class OutputError(CfgauditError):
+    """A file cfgaudit writes cannot be written (disk full, quota, I/O error). What was written
+    before stays valid (whole records only)."""
+
+
 class UsageError(CfgauditError):
     """Options that do not fit together."""
 
 
 class BackendError(CfgauditError):
     """A probe backend cannot run here (not root, no bcc, no tracepoint, ...)."""
+
+
+def open_input(path: str, what: str, max_bytes: int | None = None) -> BinaryIO:
+    """Open a user-given input file for reading (binary), or raise :class:`InputError`.
+
+    Only regular files are read: a directory, a FIFO, a device (``/dev/zero``) or a terminal
+    (``/dev/stdin``) is refused, so reading can neither block for ever nor grow without bound.
+    The file is opened non-blocking and checked on its descriptor (no race with a FIFO put in
+    its place), then set blocking again. ``max_bytes``: refuse a larger file (for inputs that are
+    read whole); ``what`` names the input in messages ("trace", "lspci dump", ...).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as err:
+        raise InputError(f"no such {what} file", path=path) from err
+    except OSError as err:
+        raise InputError(f"cannot read {what}: {err.strerror}", path=path) from err
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) \
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or other file"
+            raise InputError(f"not a regular file ({kind}); cfgaudit reads {what} input only from regular files",
+                             path=path)
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise InputError(f"{st.st_size} bytes is too large for a {what} (at most {max_bytes >> 20} MiB)",
+                             path=path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 __all__ = ["Field", "FIELDS", "REQUIRED", "OPS", "VIAS", "ConfigAccess", "arrow_schema", "json_schema",
-           "validate_row", "BDF_RE"]
+           "validate_row", "BDF_RE", "INT64_MAX", "is_utf8_text"]
 
 OPS = ("write", "read")
 VIAS = ("sysfs", "procfs", "vfio", "ioport", "devmem", "unknown")
@@ -92,8 +92,20 @@ class ConfigAccess:
         return cls(**known, extra=extra)
 
 
+INT64_MAX = (1 << 63) - 1  # every integer field is an Arrow int64
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_utf8_text(s: str) -> bool:
+    """False for text that cannot be UTF-8 (JSON's lone surrogate escapes, such as "\\ud800")."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_row(d: Any) -> str | None:
@@ -104,11 +116,14 @@ def validate_row(d: Any) -> str | None:
         if name not in d or d[name] is None:
             return f"missing required key {name!r}"
     for name in ("ts_ns", "pid", "offset", "size"):
-        if not _is_int(d[name]) or d[name] < 0:
-            return f"{name!r} must be a non-negative integer, not {d[name]!r}"
+        if not _is_int(d[name]) or not 0 <= d[name] <= INT64_MAX:
+            return f"{name!r} must be a non-negative integer below 2**63, not {d[name]!r}"
     for name in ("tid", "uid", "ret"):
-        if d.get(name) is not None and not _is_int(d[name]):
-            return f"{name!r} must be an integer, not {d[name]!r}"
+        if d.get(name) is not None and (not _is_int(d[name]) or not -INT64_MAX - 1 <= d[name] <= INT64_MAX):
+            return f"{name!r} must be a 64-bit integer, not {d[name]!r}"
+    for k, v in d.items():
+        if not is_utf8_text(k) or (isinstance(v, str) and not is_utf8_text(v)):
+            return f"{k!r} is not valid UTF-8 text (a surrogate code point)"
     if d["op"] not in OPS:
         return f"'op' must be 'write' or 'read', not {d['op']!r}"
     if not isinstance(d["bdf"], str) or not BDF_RE.match(d["bdf"]):
@@ -120,6 +135,8 @@ def validate_row(d: Any) -> str | None:
     data = d.get("data")
     if data is not None and (not isinstance(data, str) or len(data) % 2 or not re.fullmatch(r"[0-9a-f]*", data)):
         return "'data' must be lower-case hex, two digits a byte"
+    if data is not None and len(data) // 2 > d["size"]:
+        return f"'data' holds {len(data) // 2} bytes, more than 'size' ({d['size']})"
     if d.get("kernel_verdict") is not None and not isinstance(d["kernel_verdict"], bool):
         return "'kernel_verdict' must be true or false"
     return None

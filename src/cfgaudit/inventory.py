@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .hostpaths import DEFAULT, HostPaths
+from .probes.tracefile import _create
 from .regions import (
     DeviceSet,
     RegistryResult,
@@ -97,5 +98,7 @@ def write_snapshot(ds: DeviceSet, path: str, kernel: str | None = None, iomem_re
     if host:
         ds.host = host
     device_views(ds)  # fills in config_size where the source did not give it
-    save_snapshot(ds, path)
+    # config bytes non-root cannot read: a new file is 0600, never written through a symbolic link,
+    # and a device (/dev/null) is written, never chmodded
+    save_snapshot(ds, path, fd=_create(path, "snapshot"))
     return len(ds.devices)

@@ -27,12 +27,12 @@ import pyarrow.compute as pc
 from .analyze import Analyzer
 from .analyze.findings import empty_findings
 from .audit import build_report
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .hostpaths import DEFAULT, HostPaths
 from .inventory import Sources, open_devices, registry_for
 from .probes import LiveOptions, backend_table, pick_backend, prepare_host
 from .probes.session import Batch, Notice, run
-from .probes.tracefile import TRACE_FORMATS, TraceReader, TraceWriter, make_header, trace_kind
+from .probes.tracefile import TRACE_FORMATS, TraceReader, TraceWriter, check_output, make_header, trace_kind
 from .regions import normalize_bdf, running_kernel
 from .regions.configspace import snapshot_dict
 from .report.frames import Report
@@ -63,14 +63,15 @@ class TraceConfig:
 @dataclass
 class LiveBatch:
     """What one poll brought: ``events`` (event schema; row ``i`` has event index ``base + i``),
-    their ``findings`` (a DataFrame, maybe empty), ``notices`` of unmediated access, and ``t0_ns``,
-    the run's time zero (first record seen)."""
+    their ``findings`` (a DataFrame, maybe empty), ``notices`` of unmediated access, ``t0_ns``,
+    the run's time zero (first record seen), and ``warnings`` (one line each: recording stopped)."""
 
     events: pa.Table
     findings: pd.DataFrame
     notices: list[Notice]
     base: int
     t0_ns: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def doctor_rows(paths: HostPaths = DEFAULT) -> list[dict[str, Any]]:
@@ -157,6 +158,8 @@ class LiveRun:
                  on_batch: Callable[[LiveBatch], None] | None = None) -> None:
         self.cfg = cfg
         self.on_batch = on_batch
+        if cfg.output:  # a trace path that cannot be made fails now, not after the probes load
+            check_output(cfg.output)
         self.backend = pick_backend(cfg.backend, cfg.paths)
         ds = open_devices(Sources(sysfs_path=cfg.paths.sysfs, drivers=list(cfg.drivers), paths=cfg.paths))
         rel, upstream, relaxed = running_kernel(cfg.paths)
@@ -173,6 +176,9 @@ class LiveRun:
             started_ns=time.clock_gettime_ns(time.CLOCK_MONOTONIC), started_unix_ns=time.time_ns(),
             argv=list(sys.argv), snapshot=snapshot_dict(ds))
         bdfs = frozenset(normalize_bdf(b) for b in cfg.bdfs) if cfg.bdfs else None
+        absent = sorted(b for b in bdfs or () if b not in ds.devices)
+        if absent:  # it would trace nothing, silently
+            raise UsageError(f"--bdf {absent[0]}: no such device in {cfg.paths.sysfs}")
         self.options = LiveOptions(paths=cfg.paths, pid=cfg.pid, follow=follow, reads=cfg.reads,
                                    buffer_pages=cfg.buffer_pages, comm=cfg.comm, bdfs=bdfs)
         self.session: Any = None
@@ -185,6 +191,7 @@ class LiveRun:
         self.t0: int | None = None
         self.report: Report | None = None
         self.still_running: list[int] = []  # cfgaudit run: descendants still running at the end (pids)
+        self.record_error: str | None = None  # why the trace file stopped early (disk full, ...), if it did
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LiveRun":
@@ -219,18 +226,22 @@ class LiveRun:
                 [n.ts_ns for n in notices]
             self.t0 = min(first) if first else None
         self.notices += notices
+        warnings: list[str] = []
         if self.writer:
-            for n in notices:
-                self.writer.write(n.to_record())
-            if events.num_rows:
-                self.writer.write_table(events)
-            self.writer.flush()  # each batch reaches the file: a crash loses at most one poll interval
+            try:
+                for n in notices:
+                    self.writer.write(n.to_record())
+                if events.num_rows:
+                    self.writer.write_table(events)
+                self.writer.flush()  # each batch reaches the file: a crash loses at most one poll interval
+            except OutputError as err:
+                warnings.append(self._stop_recording(err))
         base = self.analyzer.counts["events"]
         f = self.analyzer.feed(events) if events.num_rows else empty_findings()
         if not f.empty:
             self.parts.append(f)
         if self.on_batch:
-            self.on_batch(LiveBatch(events, f, notices, base, self.t0 or 0))
+            self.on_batch(LiveBatch(events, f, notices, base, self.t0 or 0, warnings))
 
     def run(self, stop: Callable[[], bool], poll_ms: int = 100) -> None:
         """Poll the session until ``stop()`` says so, then drain it."""
@@ -295,6 +306,40 @@ class LiveRun:
         self.still_running = _descendants(os.getpid(), self.cfg.paths.proc)
         return rc if rc >= 0 else 128 - rc
 
+    # -- recording failures ----------------------------------------------------------------
+    def _stop_recording(self, err: OutputError) -> str:
+        """The trace file cannot take more (disk full, ...): close it as it is (the writer keeps
+        it valid: whole records only) and go on tracing without it. Returns the warning."""
+        where = self.partial or self.cfg.output
+        self.record_error = str(err)
+        if self.writer is not None:
+            try:
+                self.writer.close({"error": f"recording stopped: {err.message}"})
+            except OutputError:
+                pass  # the footer did not fit either: the file ends after the last whole record
+            self.writer = None
+        if self.partial:
+            self.record_error += f"; {self.cfg.output} is not made: cfgaudit analyze reads {where} (JSON Lines)"
+        return f"{self.record_error}; tracing goes on without recording"
+
+    def _convert_partial(self) -> None:
+        """Parquet output: convert the JSON Lines recorded beside it. After a recording failure, or
+        when the conversion fails (no space for it), the readable JSON Lines file stays and
+        :attr:`record_error` says where it is."""
+        assert self.partial and self.cfg.output
+        if self.record_error:
+            return
+        src = TraceReader(self.partial)
+        try:
+            out = TraceWriter(self.cfg.output, src.header)
+            for t in src.tables():
+                out.write_table(t)
+            out.close(src.footer)
+        except OutputError as err:
+            self.record_error = f"{err}; the trace is in {self.partial} (JSON Lines: cfgaudit analyze reads it)"
+            return
+        os.unlink(self.partial)
+
     # -- the end ---------------------------------------------------------------------------
     def finish(self, error: str | None = None) -> Report:
         """Close the session and the trace file (footer with counts and losses; ``error`` says why
@@ -313,15 +358,13 @@ class LiveRun:
                 footer["error"] = error
             if self.still_running:
                 footer["still_running"] = list(self.still_running)
-            self.writer.close(footer)
+            try:
+                self.writer.close(footer)
+            except OutputError as err:
+                self._stop_recording(err)
             self.writer = None
-            if self.partial and self.cfg.output:
-                src = TraceReader(self.partial)
-                out = TraceWriter(self.cfg.output, src.header)
-                for t in src.tables():
-                    out.write_table(t)
-                out.close(src.footer)
-                os.unlink(self.partial)
+        if self.partial and self.cfg.output and os.path.exists(self.partial):
+            self._convert_partial()
         meta = {"traces": [self.cfg.output] if self.cfg.output else [], "kernel": str(self.registry.kernel),
                 "iomem_relaxed": self.registry.iomem_relaxed, "host": self.header.get("host"),
                 "backend": self.header.get("backend")}
@@ -330,5 +373,6 @@ class LiveRun:
         rep.summary["unmediated"] = [n.to_record() for n in self.notices]
         rep.summary["unresolved_opens"] = unresolved
         rep.summary["still_running"] = list(self.still_running)
+        rep.summary["record_error"] = self.record_error
         self.report = rep
         return rep

@@ -109,3 +109,45 @@ def test_trace_output_symlink_is_refused(fake_tree, tmp_path) -> None:
     p = cfg("trace", "--sysfs-path", fake_tree["sysfs"], "-d", "0.5", "-o", str(link))
     assert p.returncode == 2 and p.stderr.strip().startswith(f"Error: {link}: is a symbolic link"), p.stderr
     assert target.read_text() == "keep me\n" and oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a trace header (the fake tree's snapshot) and some 1,500 events fit."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "parquet"])
+def test_disk_full_keeps_a_valid_trace_and_tracing_goes_on(fake_tree, small_disk, ext: str) -> None:
+    out = os.path.join(small_disk, f"t.{ext}")
+    p = subprocess.Popen([EXE, "trace", "--sysfs-path", fake_tree["sysfs"], "--kernel", "6.2.0", "-o", out],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().startswith("Tracing config-space writes")
+    fd = os.open(fake_tree["config"], os.O_RDWR)
+    try:
+        for _ in range(6000):  # about 1 MB of trace: four times the disk
+            os.pwrite(fd, b"\0\0\0\0", 0x198)
+        time.sleep(1.5)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert p.returncode == 2 and "Traceback" not in stderr, stderr
+    assert "6000 config accesses" in stdout, "tracing (to the terminal) went on after the disk filled"
+    recorded = out if ext == "jsonl" else out + ".partial.jsonl"
+    err = [ln for ln in stderr.splitlines() if ln.startswith("Error:")]
+    assert len(err) == 1 and err[0].startswith(f"Error: {recorded}: cannot write: No space left on device"), stderr
+    assert stderr.count("Warning: ") == 1, "said once, when it happened"
+    if ext == "parquet":
+        assert not os.path.exists(out) and f"cfgaudit analyze reads {recorded}" in err[0]
+    kept = int(err[0].split("keeps the ")[1].split()[0])
+    assert 100 < kept < 6000
+    a = cfg("analyze", recorded, "--format", "json")
+    assert a.returncode == 1, a.stderr  # every kept event is a finding: a valid trace, none cut in half
+    assert json.loads(a.stdout)["summary"]["events"] == kept

@@ -15,7 +15,7 @@ Offsets and sizes are bytes; times are ns.
 """
 from __future__ import annotations
 
-from typing import Generator, Iterable
+from typing import Any, Generator, Iterable
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,8 @@ from .known import KnownBytes
 __all__ = ["Analyzer", "analyze_tables", "findings_frame"]
 
 _HIST_WIDTH = PCI_CFG_SPACE_EXP_SIZE + 1  # write_hist columns: offsets 0..4095, then "beyond"
+_FIRST_FIELDS = ["ts_ns", "pid", "comm", "offset", "size"]  # kept of an unknown device's first write
+NULL_BDF = "?"  # the name of a null BDF among the unknown devices
 
 
 class Analyzer:
@@ -44,6 +46,11 @@ class Analyzer:
     seen; ``write_hist``: writes per (device code, offset), shape ``[len(bdfs), 4097]`` (column
     4096: offsets beyond 4095); ``bdfs``: the devices in device-code order. With ``reads``, reads
     give finding rows too.
+
+    Writes to a device that is not in the sources (no config space, no regions: what the kernel
+    owns there is unknown) give no findings; they are counted per BDF instead, in ``unknown``
+    (BDF -> ``{"bdf", "writes", "first": {"event_index", "ts_ns", "pid", "comm", "offset",
+    "size"}}``, the first such write) and ``unknown_writes`` (their total; reads are not counted).
     """
 
     def __init__(self, res: RegistryResult, reads: bool = False) -> None:
@@ -57,7 +64,13 @@ class Analyzer:
         self.counts: dict[str, int] = {"events": 0, "writes": 0, "reads": 0}
         self.bdfs: list[str] = self.index.bdfs
         self.write_hist = np.zeros((len(self.bdfs), _HIST_WIDTH), dtype=np.int64)
+        self.unknown: dict[str, dict[str, Any]] = {}
+        self.unknown_writes = 0
         self._next_index = 0
+
+    def unknown_devices(self) -> list[dict[str, Any]]:
+        """The writes to devices not in the sources, one dict per BDF (see :attr:`unknown`), sorted by BDF."""
+        return [{**self.unknown[b], "first": dict(self.unknown[b]["first"])} for b in sorted(self.unknown)]
 
     def feed(self, t: pa.Table) -> pd.DataFrame:
         """Findings for one chunk of events (an Arrow table in the event schema)."""
@@ -77,10 +90,11 @@ class Analyzer:
         self.counts["reads"] += int(is_read.sum())
         if n == 0:
             return None
-        dev = self.index.device_codes(t.column("bdf"))
+        dev, bdf_key, bdf_names = self.index.device_keys(t.column("bdf"))
         offset = t.column("offset").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         size = t.column("size").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         self._count_writes(is_write & (dev >= 0), dev, offset)
+        self._count_unknown(t, is_write & (dev < 0), bdf_key, bdf_names, base)
         consider = (is_write | is_read) if self.reads else is_write
         sel = np.flatnonzero(consider & (dev >= 0))
         # the stages; each one that keeps state sees every chunk, findings or not
@@ -116,6 +130,29 @@ class Analyzer:
         if w.any():
             self.write_hist += np.bincount(dev[w] * _HIST_WIDTH + np.minimum(offset[w], _HIST_WIDTH - 1),
                                            minlength=self.write_hist.size).reshape(self.write_hist.shape)
+
+    def _count_unknown(self, t: pa.Table, w: np.ndarray, key: np.ndarray, names: list[str | None], base: int) -> None:
+        """Add the writes ``w`` (a mask of writes to devices not in the sources) to :attr:`unknown`:
+        per BDF (``key``: position in ``names``) their number and the first one; whole-array work,
+        a Python step per distinct BDF only."""
+        rows = np.flatnonzero(w)
+        if rows.size == 0:
+            return
+        k = key[rows]
+        writes = np.bincount(k, minlength=len(names))
+        first = np.full(len(names), t.num_rows, dtype=np.int64)
+        np.minimum.at(first, k, rows)  # the first row of each BDF (rows ascend)
+        present = np.flatnonzero(writes).tolist()
+        bdf = {j: NULL_BDF if names[j] is None else str(names[j]) for j in present}
+        new = [j for j in present if bdf[j] not in self.unknown]
+        if new:
+            recs = t.select(_FIRST_FIELDS).take(pa.array(first[new])).to_pylist()
+            for j, rec in zip(new, recs):
+                self.unknown[bdf[j]] = {"bdf": bdf[j], "writes": 0,
+                                        "first": {"event_index": base + int(first[j]), **rec}}
+        for j in present:
+            self.unknown[bdf[j]]["writes"] += int(writes[j])
+        self.unknown_writes += int(rows.size)
 
     def _data(self, t: pa.Table, sel: np.ndarray, rows_ev: np.ndarray, is_write: np.ndarray, is_read: np.ndarray,
               dev: np.ndarray, offset: np.ndarray, size: np.ndarray) -> tuple[RowValues, RowValues, RowValues]:

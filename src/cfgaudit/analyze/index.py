@@ -62,11 +62,17 @@ class RegionIndex:
     def device_codes(self, bdf: pa.ChunkedArray | pa.Array) -> np.ndarray:
         """Device code per event (-1: a device without regions or config space), through the
         chunk's own dictionary of BDF strings."""
+        return self.device_keys(bdf)[0]
+
+    def device_keys(self, bdf: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """(device code per event as in :meth:`device_codes`, position of each event's BDF in
+        ``names``, ``names``): the chunk's distinct BDF strings, then ``None`` (a null BDF)."""
         enc = pc.dictionary_encode(bdf)
         enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
-        lut = np.array([self.dev_code.get(b, -1) for b in enc.dictionary.to_pylist()] + [-1], dtype=np.int64)
+        names: list[str | None] = [*enc.dictionary.to_pylist(), None]
+        lut = np.array([self.dev_code.get(b, -1) if b is not None else -1 for b in names], dtype=np.int64)
         idx = enc.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False)
-        return lut[idx]
+        return lut[idx], idx, names
 
     def join(self, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray,
              size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -201,11 +201,17 @@ def define_flags(constants: Mapping[str, int | bool | str]) -> list[str]:
     return [f"-D{k}={_c_literal(v)}" for k, v in constants.items()]
 
 
+# A BPF map's max_entries is a u32 byte count (union bpf_attr, include/uapi/linux/bpf.h), so the
+# largest power-of-two ring buffer is 2**31 bytes: 524288 pages of 4 KiB.
+MAX_BUFFER_PAGES = (1 << 31) // 4096
+
+
 def check_buffer_pages(pages: int) -> None:
-    """Ring-buffer size in 4 KiB pages: a power of two, at least 2."""
-    if pages < 2 or pages & (pages - 1):
+    """Ring-buffer size in 4 KiB pages: a power of two, from 2 to :data:`MAX_BUFFER_PAGES`."""
+    if pages < 2 or pages & (pages - 1) or pages > MAX_BUFFER_PAGES:
         # one page is refused in practice (even the first records are lost): seen on 6.18
-        raise BackendError(f"--buffer-pages must be a power of two, at least 2, not {pages}")
+        raise BackendError(f"--buffer-pages must be a power of two from 2 to {MAX_BUFFER_PAGES} "
+                           f"(2 GiB: the kernel's limit for a ring buffer), not {pages}")
 
 
 # --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ recorded pace). Times are ns; ``speed`` is a factor of the recorded pace (0: no 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -15,12 +16,17 @@ from typing import Any, Callable, Iterator, Self
 
 import pyarrow as pa
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..events import ConfigAccess
 from .session import Batch, Notice, SessionStats, concat_batches
 from .tracefile import TraceReader
 
 __all__ = ["ReplayOptions", "ReplaySession"]
+
+
+# The longest pause between two events at the recorded pace, in seconds: a trace's gaps can be
+# hours (or, in a damaged file, centuries); a replay shows the order and rhythm, not idle time.
+MAX_PAUSE_S = 10.0
 
 
 def _no_warning(message: str) -> None:
@@ -30,8 +36,9 @@ def _no_warning(message: str) -> None:
 @dataclass(frozen=True)
 class ReplayOptions:
     """What to replay. ``speed``: 0 = as fast as possible; 1.0 = the recorded pace; 10 = ten times
-    faster. ``skip_bad``: skip and count malformed lines instead of failing. ``warn`` gets warnings
-    (a truncated last line ...); ``sleep`` (seconds) is injectable so tests need not wait."""
+    faster (a pause is at most :data:`MAX_PAUSE_S` seconds). ``skip_bad``: skip and count malformed
+    lines instead of failing. ``warn`` gets warnings (a truncated last line ...); ``sleep``
+    (seconds) is injectable so tests need not wait."""
 
     paths: list[str] = field(default_factory=list)
     skip_bad: bool = False
@@ -48,8 +55,8 @@ class ReplaySession:
     def __init__(self, opts: ReplayOptions) -> None:
         if not opts.paths:
             raise InputError("no trace file given")
-        if opts.speed < 0:
-            raise InputError(f"--speed must be 0 or more, not {opts.speed}")
+        if math.isnan(opts.speed) or opts.speed < 0:
+            raise UsageError(f"--speed must be a number, 0 or more, not {opts.speed}")
         self.opts = opts
         self.paths = list(opts.paths)
         self.speed = opts.speed
@@ -87,7 +94,7 @@ class ReplaySession:
             for i in range(1, len(ts) + 1):
                 if i == len(ts) or ts[i] != ts[start]:
                     if prev is not None and ts[start] > prev:
-                        self.opts.sleep((ts[start] - prev) / 1e9 / self.speed)
+                        self.opts.sleep(min((ts[start] - prev) / 1e9 / self.speed, MAX_PAUSE_S))
                     prev = ts[start]
                     yield ts[start], t.slice(start, i - start)
                     start = i

@@ -16,10 +16,13 @@ Reading never holds the whole trace: JSONL is parsed in byte blocks by pyarrow's
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import io
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -31,12 +34,23 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from ..errors import InputError
-from ..events import FIELDS, OPS, REQUIRED, VIAS, ConfigAccess, arrow_schema, json_schema, validate_row
+from ..errors import InputError, OutputError, open_input
+from ..events import (
+    FIELDS,
+    INT64_MAX,
+    OPS,
+    REQUIRED,
+    VIAS,
+    ConfigAccess,
+    arrow_schema,
+    is_utf8_text,
+    json_schema,
+    validate_row,
+)
 from ..hexarrow import is_hex
 
 __all__ = ["TraceReader", "TraceWriter", "TraceFormat", "TRACE_FORMATS", "DEFAULT_TRACE_FORMAT", "TRACE_FORMAT",
-           "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text"]
+           "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text", "check_output"]
 
 TRACE_FORMAT = "cfgaudit-trace"
 TRACE_VERSION = 1
@@ -44,6 +58,8 @@ BLOCK_BYTES = 16 << 20  # JSONL block handed to pyarrow at once
 DICT_COLUMNS = ("comm", "op", "bdf", "via")  # read from Parquet as dictionaries
 META_HEADER = b"cfgaudit.header"
 META_FOOTER = b"cfgaudit.footer"
+CONFIG_SPACE_BYTES = 4096  # PCI_CFG_SPACE_EXP_SIZE: an access past it reaches no config byte
+MAX_LINE_BYTES = 64 << 20  # a longer JSONL line is an error (the header with its snapshot is far smaller)
 
 Warn = Callable[[str], None]
 
@@ -68,6 +84,8 @@ class TraceStats:
     skipped: int = 0
     truncated_tail: bool = False
     skipped_lines: list[int] = field(default_factory=list)
+    past_end: int = 0  # accesses reaching past byte 4095 of config space
+    past_end_first: str = ""  # where the first one is ("line N" or "row N") and what it is
 
 
 class TraceReader:
@@ -97,8 +115,9 @@ class TraceReader:
         self.header: dict[str, Any] = {}
         self.footer: dict[str, Any] = {}
         self.notices: list[dict[str, Any]] = []  # {"record": "unmediated", ...} lines
-        if not os.path.exists(path):
-            raise InputError("no such trace file", path=path)
+        self.header_line: int | None = None  # the header's line (JSON Lines: 1; Parquet: None, in the metadata)
+        with open_input(path, "trace"):  # a regular file (not a directory, FIFO, device or terminal)
+            pass
         self._open()
 
     def _open(self) -> None:
@@ -116,6 +135,26 @@ class TraceReader:
             for row in t.to_pylist():
                 extra = {k: v for k, v in row.items() if k not in names and v is not None}
                 yield ConfigAccess(**{k: row.get(k) for k in names}, extra=extra)
+
+    def _count_past_end(self, t: pa.Table, where: Callable[[int], str]) -> None:
+        """Count the accesses of ``t`` that reach past the 4096 bytes of config space (the first
+        one's place is ``where(row)``); :meth:`_warn_past_end` reports them once the file is read."""
+        if not t.num_rows:
+            return
+        past = pc.fill_null(pc.greater(t.column("offset"), pc.subtract(CONFIG_SPACE_BYTES, t.column("size"))), False)
+        n = int(pc.sum(past).as_py() or 0)
+        if n:
+            if not self.stats.past_end:
+                i = int(pc.index(past, True).as_py())
+                r = t.slice(i, 1).to_pylist()[0]
+                self.stats.past_end_first = f"{where(i)}: a {r['op']} of {r['size']} bytes at offset {r['offset']:#x}"
+            self.stats.past_end += n
+
+    def _warn_past_end(self) -> None:
+        if self.stats.past_end:
+            self.warn(f"{self.path}:{self.stats.past_end_first} reaches past the {CONFIG_SPACE_BYTES} bytes of "
+                      f"config space ({self.stats.past_end} such access(es) in this file); the kernel ignores bytes "
+                      "past a device's config size, so only the bytes inside it are analysed")
 
 
 class ParquetTraceReader(TraceReader):
@@ -136,6 +175,12 @@ class ParquetTraceReader(TraceReader):
                     setattr(self, attr, json.loads(meta[key]))
                 except ValueError as err:
                     raise InputError(f"bad {attr} metadata: {err}", path=self.path) from err
+                except RecursionError as err:
+                    raise InputError(f"bad {attr} metadata: nested too deeply", path=self.path) from err
+        if META_HEADER in meta:
+            self.header = _checked_record(self.header, "header", self.path, None)
+        if META_FOOTER in meta:
+            self.footer = _checked_record(self.footer, "footer", self.path, None)
         names = set(self._pf.schema_arrow.names)
         missing = [n for n in REQUIRED if n not in names]
         if missing:
@@ -157,7 +202,13 @@ class ParquetTraceReader(TraceReader):
             batches = (b for rg in range(self._pf.num_row_groups)
                        for b in self._pf.iter_batches(batch_size=self.batch_rows, row_groups=[rg]))
             for batch in batches:
-                t = _conform(pa.Table.from_batches([batch]), keep_dict=True)
+                t = pa.Table.from_batches([batch])
+                try:
+                    t.validate(full=True)  # strings that are not UTF-8 would fail later, far from here
+                except pa.ArrowInvalid as err:
+                    raise InputError(f"rows from {self.stats.events + self.stats.skipped}: invalid data "
+                                     f"(text that is not UTF-8?): {err}", path=self.path) from err
+                t = _conform(t, keep_dict=True)
                 bad = _invalid_mask(t)
                 t = _decode_dicts(t)
                 if bad is not None:
@@ -169,10 +220,13 @@ class ParquetTraceReader(TraceReader):
                     n_bad = int(pc.sum(bad).as_py())
                     self.stats.skipped += n_bad
                     t = t.filter(pc.invert(bad))
+                base = self.stats.events
+                self._count_past_end(t, lambda i: f" row {base + i}")
                 self.stats.events += t.num_rows
                 yield t
-        except pa.ArrowException as err:
-            raise InputError(f"cannot read Parquet: {err}", path=self.path) from err
+        except (OSError, pa.ArrowException) as err:  # a corrupt page: pyarrow raises OSError or ArrowInvalid
+            raise InputError(f"cannot read Parquet: {' '.join(str(err).split())}", path=self.path) from err
+        self._warn_past_end()
 
 
 class JsonlTraceReader(TraceReader):
@@ -186,14 +240,19 @@ class JsonlTraceReader(TraceReader):
         self._body_start = 0
         self._body_end = self._size
         self._first_line = 1
-        with open(self.path, "rb") as fh:
-            first = fh.readline()
+        self._row_lines: list[int] | None = None  # lines of the last table's rows (line-by-line path)
+        with open_input(self.path, "trace") as fh:
+            first = fh.readline(MAX_LINE_BYTES + 1)
+            if len(first) > MAX_LINE_BYTES:
+                raise InputError(f"line longer than {MAX_LINE_BYTES >> 20} MiB: not a trace line", path=self.path,
+                                 line=1)
             if first.strip():
                 doc = _loads(first)
                 if isinstance(doc, dict) and doc.get("record") == "header":
                     if doc.get("format") != TRACE_FORMAT:
                         raise InputError(f"header is not a {TRACE_FORMAT} header", path=self.path, line=1)
-                    self.header = doc
+                    self.header = _checked_record(doc, "header", self.path, 1)
+                    self.header_line = 1
                     self._body_start = len(first)
                     self._first_line = 2
             # The footer, if any, is the last complete line.
@@ -211,12 +270,16 @@ class JsonlTraceReader(TraceReader):
         idx = body.rfind(b"\n")
         doc = _loads(body[idx + 1:]) if body[idx + 1:].strip() else None
         if isinstance(doc, dict) and doc.get("record") == "footer" and tail_start + idx + 1 >= self._body_start:
-            self.footer = doc
+            try:
+                self.footer = _checked_record(doc, "footer", self.path, None)
+            except InputError as err:  # name the footer's line (counted only now, on an error)
+                raise InputError(err.message, path=self.path, line=_line_at(self.path, tail_start + idx + 1)) \
+                    from err
             self._body_end = tail_start + idx + 1
 
     def tables(self) -> Iterator[pa.Table]:
         po = pj.ParseOptions(explicit_schema=json_schema(), unexpected_field_behavior="infer")
-        with open(self.path, "rb") as fh:
+        with open_input(self.path, "trace") as fh:
             fh.seek(self._body_start)
             pos, line_no, carry = self._body_start, self._first_line, b""
             while pos < self._body_end or carry:
@@ -226,6 +289,9 @@ class JsonlTraceReader(TraceReader):
                 if pos < self._body_end:
                     cut = chunk.rfind(b"\n") + 1
                     if cut == 0:
+                        if len(chunk) > MAX_LINE_BYTES:
+                            raise InputError(f"line longer than {MAX_LINE_BYTES >> 20} MiB: not a trace line",
+                                             path=self.path, line=line_no)
                         carry = chunk
                         continue
                     block, carry = chunk[:cut], chunk[cut:]
@@ -235,31 +301,50 @@ class JsonlTraceReader(TraceReader):
                     line_no += block.count(b"\n")
                     continue
                 t = self._parse_block(block, line_no, po)
-                line_no += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                first_line, line_no = line_no, line_no + block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
                 if t is not None and t.num_rows:
+                    self._count_past_end(t, functools.partial(self._row_line, block, first_line))
                     self.stats.events += t.num_rows
                     yield t
+        self._warn_past_end()
+
+    def _row_line(self, block: bytes, first_line: int, row: int) -> str:
+        """The line of row ``row`` of the table parsed from ``block`` (for a warning)."""
+        if self._row_lines is not None:  # the line-by-line path kept them
+            return str(self._row_lines[row])
+        k = 0
+        for j, line in enumerate(block.split(b"\n")):  # the fast path: every non-blank line is a row
+            if line.strip():
+                if k == row:
+                    return str(first_line + j)
+                k += 1
+        return str(first_line)
 
     def _parse_block(self, block: bytes, first_line: int, po: pj.ParseOptions) -> pa.Table | None:
-        if _objects_only(block):  # pyarrow's reader never sees a line that is not an object
+        if _objects_only(block) and _shallow(block):  # pyarrow's reader: objects only, never deep nesting
             try:
-                t = _conform(pj.read_json(io.BytesIO(block), parse_options=po,
-                                          read_options=pj.ReadOptions(block_size=max(1 << 20, len(block) + 1))))
+                t = pj.read_json(io.BytesIO(block), parse_options=po,
+                                 read_options=pj.ReadOptions(block_size=max(1 << 20, len(block) + 1)))
+                t.validate(full=True)  # text that is not UTF-8 (pyarrow lets some through): line by line
+                t = _conform(t)
                 if _invalid_mask(t) is None and not _has_header_records(t):
+                    self._row_lines = None
                     return t
-            except pa.ArrowException:
+            except (pa.ArrowException, UnicodeDecodeError):  # a key that is not UTF-8 fails as a field name
                 pass
         return self._parse_lines(block, first_line)
 
     def _parse_lines(self, block: bytes, first_line: int) -> pa.Table | None:
         """The slow, exact path: one line at a time, to name (or skip) the bad ones."""
         rows: list[dict] = []
+        row_lines: list[int] = []
+        self._row_lines = row_lines
         for i, line in enumerate(block.split(b"\n")):
             if not line.strip():
                 continue
             ln = first_line + i
             doc = _loads(line)
-            problem = "not valid JSON" if doc is NOT_JSON else validate_row(doc)
+            problem = (_not_json(line) if doc is NOT_JSON else validate_row(doc))
             if doc is not None and isinstance(doc, dict) and doc.get("record") == "unmediated":
                 if len(self.notices) < 10000:
                     self.notices.append(doc)
@@ -274,6 +359,7 @@ class JsonlTraceReader(TraceReader):
                     self.stats.skipped_lines.append(ln)
                 continue
             rows.append(doc)
+            row_lines.append(ln)
         if not rows:
             return None
         return _conform(_rows_table(rows))
@@ -336,7 +422,7 @@ def _rows_table(rows: list[dict]) -> pa.Table:
         vals = [r.get(k) for r in rows]
         try:
             known[k] = pa.array(vals)
-        except (pa.ArrowException, TypeError):
+        except (pa.ArrowException, TypeError, OverflowError, UnicodeEncodeError):
             known[k] = pa.array([None if v is None else json.dumps(v) for v in vals], type=pa.string())
     return pa.table(known)
 
@@ -394,9 +480,76 @@ def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
         a, r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")), False)))
     data = t.column("data")
     bad = pc.or_(bad, pc.fill_null(pc.invert(is_hex(data)), False))
+    # more bytes of data than the access's size (fewer is fine: live traces keep the first 64)
+    bad = pc.or_(bad, pc.fill_null(pc.greater(pc.divide(pc.binary_length(data), 2), t.column("size")), False))
     if not pc.any(bad).as_py():
         return None
     return bad
+
+
+# The header's and footer's facts: (key, type, what it must be). Every key is optional; null is "unknown".
+_TEXT = (str, "a string of UTF-8 text")
+_COUNT = (int, "a non-negative integer below 2**63")
+_RECORD_KEYS: dict[str, tuple[tuple[str, tuple[type, str]], ...]] = {
+    "header": (("host", _TEXT), ("kernel_release", _TEXT), ("kernel_version", _TEXT),
+               ("running_kernel_release", _TEXT), ("backend", _TEXT), ("note", _TEXT),
+               ("iomem_relaxed", (bool, "true or false")), ("boot_flags", (list, "a list of strings")),
+               ("argv", (list, "a list of strings")), ("started_ns", _COUNT), ("started_unix_ns", _COUNT),
+               ("snapshot", (dict, "an object (a cfgaudit snapshot)"))),
+    "footer": (("ended_ns", _COUNT), ("ended_unix_ns", _COUNT), ("events", _COUNT), ("lost", _COUNT)),
+}
+
+
+def _checked_record(doc: Any, kind: str, path: str, line: int | None) -> dict[str, Any]:
+    """``doc`` when it is a valid header or footer record (``kind``), else an InputError naming
+    ``path`` (and ``line``): the facts must have their types, counts must be int64 and not
+    negative, and a header's ``version`` must be :data:`TRACE_VERSION` (missing means it)."""
+    def bad(msg: str) -> InputError:
+        return InputError(f"{kind}: {msg}", path=path, line=line)
+
+    if not isinstance(doc, dict):
+        raise bad(f"must be a JSON object, not {type(doc).__name__ if doc is not None else 'null'}")
+    if kind == "header" and doc.get("format") != TRACE_FORMAT:
+        raise bad(f"not a {TRACE_FORMAT} header (\"format\" is {doc.get('format')!r})")
+    if kind == "header" and doc.get("version", TRACE_VERSION) != TRACE_VERSION:
+        raise bad(f"version {doc['version']!r} is not supported (this cfgaudit reads version {TRACE_VERSION})")
+    for key, (typ, what) in _RECORD_KEYS[kind]:
+        v = doc.get(key)
+        if v is None:
+            continue
+        ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
+        if ok and typ is int:
+            ok = 0 <= v <= INT64_MAX
+        if ok and typ is list:
+            ok = all(isinstance(x, str) and is_utf8_text(x) for x in v)
+        if ok and typ is str:
+            ok = is_utf8_text(v)
+        if not ok:
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+            raise bad(f"{key!r} must be {what}, not {shown}")
+    return doc
+
+
+def _line_at(path: str, pos: int) -> int:
+    """The 1-based line number of byte ``pos`` of the file ``path`` (reads the file up to ``pos``)."""
+    n, done = 1, 0
+    with open_input(path, "trace") as fh:
+        while done < pos:
+            b = fh.read(min(1 << 20, pos - done))
+            if not b:
+                break
+            n += b.count(b"\n")
+            done += len(b)
+    return n
+
+
+def _not_json(line: bytes) -> str:
+    """Why a line :func:`_loads` could not read is bad."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return "not valid JSON"
 
 
 NOT_JSON = object()  # what _loads gives for a line that is not JSON (a JSON ``null`` is None)
@@ -424,10 +577,58 @@ def _objects_only(block: bytes) -> bool:
     return bool(np.isin(firsts, _LINE_STARTS_OK).all())
 
 
-def _create(path: str) -> int:
-    """Open ``path`` for a new trace (fd). A new file is made mode 0600 (traces hold config bytes
-    non-root cannot read); an existing file is truncated and keeps its mode; a symbolic link is
-    refused (no writing through a link); a device (``/dev/null``) is written, never chmodded."""
+MAX_NESTING = 256  # levels of [ and { a block may reach and still go to pyarrow's reader (events are flat)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+
+
+def _shallow(block: bytes) -> bool:
+    """True when ``block`` nests ``[``/``{`` at most :data:`MAX_NESTING` levels deep. pyarrow's
+    JSON reader recurses without a limit: a line nested about 20,000 levels deep overflows its
+    stack (SIGSEGV). Brackets inside strings count too: a false alarm only costs the line-by-line
+    path, where json.loads turns deep nesting into a named error."""
+    brackets = block.translate(None, _NOT_BRACKETS)
+    if not any(two in brackets for two in (b"{{", b"[[", b"{[", b"[{")):  # flat events: one level
+        return True
+    steps = _BRACKET_STEP[np.frombuffer(brackets, dtype=np.uint8)].astype(np.int32)
+    if steps.size <= MAX_NESTING:
+        return True
+    depth = np.cumsum(steps)
+    return bool((depth - np.minimum.accumulate(np.minimum(depth, 0))).max() <= MAX_NESTING)
+
+
+def os_reason(err: BaseException) -> str:
+    """The system's words for a failed write ("No space left on device"), also when pyarrow
+    wrapped the errno in a message of its own ("... Detail: [errno 28] ...")."""
+    code = getattr(err, "errno", None)
+    if not code:
+        m = re.search(r"\[errno (\d+)\]", str(err), re.I)
+        code = int(m[1]) if m else None
+    return os.strerror(code) if code else " ".join(str(err).split())
+
+
+_LINK_REFUSED = "is a symbolic link: give the real path (cfgaudit does not write through links)"
+
+
+def check_output(path: str) -> None:
+    """Refuse, before a live run loads its probes, a trace path :func:`_create` would refuse:
+    a symbolic link, a directory, or a file in a directory that does not exist."""
+    if os.path.islink(path):
+        raise InputError(_LINK_REFUSED, path=path)
+    if os.path.isdir(path):
+        raise InputError("cannot create trace: is a directory", path=path)
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise InputError(f"cannot create trace: no such directory {parent}", path=path)
+
+
+def _create(path: str, what: str = "trace") -> int:
+    """Open ``path`` for a new trace (fd; ``what`` names the file in messages: snapshots use it
+    too). A new file is made mode 0600 (traces hold config bytes non-root cannot read); an
+    existing file is truncated and keeps its mode; a symbolic link is refused (no writing through
+    a link); a device (``/dev/null``) is written, never chmodded."""
     flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
@@ -438,9 +639,8 @@ def _create(path: str) -> int:
             fd = os.open(path, flags)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise InputError("is a symbolic link: give the real path (cfgaudit does not write through links)",
-                             path=path) from err
-        raise InputError(f"cannot create trace: {err.strerror}", path=path) from err
+            raise InputError(_LINK_REFUSED, path=path) from err
+        raise InputError(f"cannot create {what}: {err.strerror}", path=path) from err
     if stat.S_ISREG(os.fstat(fd).st_mode):
         os.ftruncate(fd, 0)
     return fd
@@ -464,11 +664,17 @@ class TraceWriter:
         self.header = header
         self.flush_s = flush_s
         self.count = 0
+        self.failed: str | None = None  # why a write failed (then every later write is refused)
         self._last_flush = time.monotonic()
         self._start(_create(path))
 
+    def _refuse(self) -> None:
+        if self.failed:
+            raise OutputError(f"recording stopped earlier: {self.failed}", path=self.path)
+
     def write(self, ev: ConfigAccess | dict[str, Any]) -> None:
         """One event (or another record, such as a notice's ``to_record()``)."""
+        self._refuse()
         self.count += 1
         self._write_row(ev.to_dict() if isinstance(ev, ConfigAccess) else ev)
         if time.monotonic() - self._last_flush >= self.flush_s:
@@ -476,16 +682,20 @@ class TraceWriter:
 
     def write_table(self, t: pa.Table) -> None:
         """Append an Arrow table of events."""
+        self._refuse()
         self.count += t.num_rows
         self._write_table(t)
 
     def flush(self) -> None:
+        self._refuse()
         self._last_flush = time.monotonic()
         self._flush()
 
     def close(self, footer: dict[str, Any] | None = None) -> None:
-        """Write the footer (``events`` written, ``ended_ns`` and the given facts) and close."""
-        self._close({"record": "footer", "ended_ns": time.time_ns(), "events": self.count, **(footer or {})})
+        """Write the footer (``events`` written; ``ended_ns``: CLOCK_MONOTONIC like the header's
+        ``started_ns`` and the events' ``ts_ns``; ``ended_unix_ns``: wall time) and close."""
+        self._close({"record": "footer", "ended_ns": time.clock_gettime_ns(time.CLOCK_MONOTONIC),
+                     "ended_unix_ns": time.time_ns(), "events": self.count, **(footer or {})})
 
     # what a format provides
     def _start(self, fd: int) -> None:
@@ -505,27 +715,67 @@ class TraceWriter:
 
 
 class JsonlTraceWriter(TraceWriter):
-    """JSON Lines: the header line first, then line by line, flushed as it goes; footer last."""
+    """JSON Lines: the header line first, then line by line, flushed as it goes; footer last.
+
+    Whole lines only: a write that fails (no space left, quota, I/O error) is cut back to the
+    last whole flush (``ftruncate``), so the file stays a valid trace of what came before; the
+    failure is an :class:`~cfgaudit.errors.OutputError` and later writes are refused."""
 
     kind = "jsonl"
 
     def _start(self, fd: int) -> None:
-        self._fh = os.fdopen(fd, "w", buffering=1 << 16)
-        self._fh.write(json.dumps(self.header, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        self._fd = fd
+        self._buf: list[bytes] = []
+        self._good = 0         # bytes: the file's length up to the last whole flush
+        self._good_count = 0   # events in those bytes
+        self._buf.append(json.dumps(self.header, separators=(",", ":")).encode() + b"\n")
+        self._flush()
 
     def _write_row(self, d: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(d, separators=(",", ":")) + "\n")
+        self._buf.append(json.dumps(d, separators=(",", ":")).encode() + b"\n")
 
     def _write_table(self, t: pa.Table) -> None:
-        self._fh.write(jsonl_text(t))
+        self._buf.append(jsonl_text(t).encode())
 
     def _flush(self) -> None:
-        self._fh.flush()
+        if not self._buf:
+            return
+        data = memoryview(b"".join(self._buf))
+        self._buf = []
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError as err:
+            kept = bytes(data[:done])
+            kept = kept[:kept.rfind(b"\n") + 1]  # whole lines only
+            lines = kept.count(b"\n") - (1 if self._good == 0 and kept else 0)  # the header is no record
+            self._good += len(kept)
+            self._good_count += lines
+            self._cut_back()
+            self.failed = os_reason(err)
+            self.count = self._good_count
+            raise OutputError(f"cannot write: {self.failed}; the file keeps the {self._good_count} records "
+                              "written before and is a valid trace", path=self.path) from err
+        self._good += len(data)
+        self._good_count = self.count
+
+    def _cut_back(self) -> None:
+        """After a failed write: drop the partial line (a regular file only; a pipe cannot)."""
+        try:
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.ftruncate(self._fd, self._good)
+                os.lseek(self._fd, self._good, os.SEEK_SET)
+        except OSError:
+            pass
 
     def _close(self, footer: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(footer, separators=(",", ":")) + "\n")
-        self._fh.close()
+        try:
+            if not self.failed:
+                self._buf.append(json.dumps(footer, separators=(",", ":")).encode() + b"\n")
+                self._flush()
+        finally:
+            os.close(self._fd)
 
 
 class ParquetTraceWriter(TraceWriter):
@@ -558,20 +808,41 @@ class ParquetTraceWriter(TraceWriter):
     def _write_parquet_table(self, t: pa.Table) -> None:
         names = [f.name for f in FIELDS]
         t = t.select(names + [c for c in t.column_names if c not in names])
-        if self._pw is None:
-            schema = t.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
-            self._pw = pq.ParquetWriter(self.path, schema)
-            self._schema = schema
-        self._pw.write_table(t.cast(self._schema) if t.schema != self._schema else t)
+        with self._failing():
+            if self._pw is None:
+                schema = t.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
+                self._pw = pq.ParquetWriter(self.path, schema)
+                self._schema = schema
+            self._pw.write_table(t.cast(self._schema) if t.schema != self._schema else t)
 
     def _close(self, footer: dict[str, Any]) -> None:
+        if self.failed:
+            return
         self._flush()
-        if self._pw is None:
-            empty = arrow_schema().empty_table()
-            self._schema = empty.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
-            self._pw = pq.ParquetWriter(self.path, self._schema)
-        self._pw.add_key_value_metadata({META_FOOTER: json.dumps(footer)})
-        self._pw.close()
+        with self._failing():
+            if self._pw is None:
+                empty = arrow_schema().empty_table()
+                self._schema = empty.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
+                self._pw = pq.ParquetWriter(self.path, self._schema)
+            self._pw.add_key_value_metadata({META_FOOTER: json.dumps(footer)})
+            self._pw.close()
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """A failed write (no space left, ...) leaves no file: a Parquet file without its end is
+        unreadable, so it is removed, and the failure is an OutputError."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as err:
+            if self._pw is not None:
+                with contextlib.suppress(OSError, pa.ArrowException):
+                    self._pw.close()
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(self.path).st_mode):
+                    os.unlink(self.path)
+            self.failed = os_reason(err)
+            raise OutputError(f"cannot write: {self.failed}; the incomplete Parquet file was removed",
+                              path=self.path) from err
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,14 +5,14 @@ proc) come from a :class:`~cfgaudit.hostpaths.HostPaths` passed down, never hard
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from ..errors import InputError, UsageError
 from ..hostpaths import DEFAULT, HostPaths
 from ..pci_regs import PCI_SECONDARY_BUS
 from .capabilities import CapMap, walk
-from .configspace import PCI_CFG_SPACE_SIZE, DeviceSet, infer_config_size, normalize_bdf
+from .configspace import PCI_CFG_SPACE_EXP_SIZE, PCI_CFG_SPACE_SIZE, DeviceSet, infer_config_size, normalize_bdf
 from .kernel import KernelVersion, parse_kernel
 from .registry import RegionRegistry
 from .rules import RULES, DeviceView, Rule, evaluate
@@ -102,6 +102,10 @@ def load_devices(sysfs_path: str | None = None, lspci_dumps: Iterable[str] = (),
     return ds
 
 
+_SIZE_UNKNOWN = ("config size unknown: the source ends before the capability list does "
+                 "(the kernel gives 256 or 4096 bytes)")
+
+
 def device_views(ds: DeviceSet) -> list[DeviceView]:
     """Walk every device's capabilities; fill in ``config_size`` where the source did not."""
     views: list[DeviceView] = []
@@ -109,6 +113,13 @@ def device_views(ds: DeviceSet) -> list[DeviceView]:
         caps: CapMap = walk(cs)
         if cs.config_size is None:
             ext_capable = any(c.space == "std" and c.id in (0x10, 0x07) for c in caps.caps)
+            if not ext_capable and any(a.kind == "unknown-bytes" and a.space != "ext" for a in caps.anomalies):
+                # the source ends before the capability list does (a 16- or 64-byte dump): whether the
+                # kernel gives 256 or 4096 bytes cannot be told, so the size stays unknown
+                if _SIZE_UNKNOWN not in cs.notes:
+                    cs.notes.append(_SIZE_UNKNOWN)
+                views.append(DeviceView(cs, caps))
+                continue
             cs.config_size = infer_config_size(cs, ext_capable)
             if cs.config_size == PCI_CFG_SPACE_SIZE:
                 for c in caps.caps:
@@ -167,6 +178,14 @@ def build_registry(ds: DeviceSet, kernel: str | None = None, claims: Iterable[Ru
     views = device_views(ds)
     all_rules = list(rules if rules is not None else RULES) + list(claims)
     for r in evaluate(views, kv, all_rules):
+        if r.start + r.length > PCI_CFG_SPACE_EXP_SIZE:  # a capability length (or claim offset) read from odd bytes
+            if r.start >= PCI_CFG_SPACE_EXP_SIZE:
+                warnings.append(f"{r.bdf}: {r.owner}'s range at {r.start:#x} ({r.rule}) lies past the "
+                                f"{PCI_CFG_SPACE_EXP_SIZE} bytes of config space: ignored")
+                continue
+            warnings.append(f"{r.bdf}: {r.owner}'s range [{r.start:#x}, +{r.length:#x}) ({r.rule}) runs past the "
+                            f"{PCI_CFG_SPACE_EXP_SIZE} bytes of config space: cut at {PCI_CFG_SPACE_EXP_SIZE}")
+            r = replace(r, length=PCI_CFG_SPACE_EXP_SIZE - r.start)
         if reg.add(r) is None:
             warnings.append(f"{r.bdf}: {r.owner}'s exclusive claim [{r.start:#x}, +{r.length:#x}) ({r.rule}) "
                             "overlaps an earlier exclusive claim and fails, as it would in the kernel")

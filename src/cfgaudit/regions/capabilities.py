@@ -485,6 +485,8 @@ def walk(cs: ConfigSpace) -> CapMap:
         ptr_reg = PCI_CB_CAPABILITY_LIST if htype == 2 else PCI_CAPABILITY_LIST
         kernel_seen = _kernel_std_positions(cs, ptr_reg)
         raw = cs.byte(ptr_reg)
+        if raw is None:
+            out.note("unknown-bytes", "std", ptr_reg, f"capability pointer at {ptr_reg:#04x} lies in bytes not read")
         if raw is not None and raw & 3:
             out.note("misaligned", "std", ptr_reg,
                      f"capability pointer {raw:#04x} is not dword-aligned (low bits ignored)")

@@ -27,7 +27,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..errors import InputError, open_input
 from .capabilities import EXT_CAPS, STD_CAPS
 from .configspace import PCI_CFG_SPACE_EXP_SIZE, normalize_bdf
 from .kernel import KernelRange, parse_kernel
@@ -38,6 +38,7 @@ __all__ = ["load_claims", "CLAIM_KEYS"]
 CLAIM_KEYS = {"kind", "owner", "bdf", "vendor", "device", "class", "driver", "capability",
               "offset", "length", "kernels", "note", "name"}
 _KINDS = ("exclusive", "managed", "user")
+MAX_CLAIMS_BYTES = 16 << 20  # a claims file is read whole: a larger one is refused
 
 
 def _cap_aliases() -> dict[str, tuple[str, int]]:
@@ -120,17 +121,23 @@ def _parse_cap(spec: str, path: str, line: int) -> tuple[str, int, int | None, i
 def load_claims(path: str) -> list[Rule]:
     """Parse and validate a claims file into rules (``rule`` id ``claims:FILE:LINE``)."""
     try:
-        with open(path, "rb") as fh:
+        with open_input(path, "claims file", MAX_CLAIMS_BYTES) as fh:
             raw = fh.read()
     except OSError as err:
         raise InputError(f"cannot read claims file: {err.strerror}", path=path) from err
-    text = raw.decode("utf-8", errors="replace")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:  # TOML is UTF-8
+        raise InputError("not UTF-8 text (TOML must be UTF-8)", path=path,
+                         line=raw[: err.start].count(b"\n") + 1) from err
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         m = re.search(r"\(at line (\d+), column \d+\)", str(err))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(err))
         raise InputError(f"not valid TOML: {msg}", path=path, line=int(m[1]) if m else None) from err
+    except RecursionError as err:  # tomllib recurses on nested arrays and inline tables
+        raise InputError("not valid TOML: nested too deeply", path=path) from err
     lines = text.splitlines()
     loc = _Loc(path, lines, [i for i, ln in enumerate(lines, 1) if re.match(r"^\s*\[\[\s*claim\s*\]\]", ln)])
     unknown_top = set(doc) - {"claim"}
@@ -139,8 +146,11 @@ def load_claims(path: str) -> list[Rule]:
         ln = next((i for i, t in enumerate(lines, 1) if re.match(rf"^\s*\[?\s*{re.escape(key)}\b", t)), 1)
         raise InputError(f"unknown top-level key {key!r} (claims go in [[claim]] tables)", path=path, line=ln)
     claims = doc.get("claim", [])
-    if not isinstance(claims, list):
-        raise InputError("'claim' must be an array of tables ([[claim]])", path=path, line=1)
+    bad = claims if not isinstance(claims, list) else next((c for c in claims if not isinstance(c, dict)), None)
+    if bad is not None:
+        ln = next((i for i, t in enumerate(lines, 1) if re.match(r"^\s*claim\s*=", t)), 1)
+        what = f"not {bad!r}" if bad is claims else f"not an array holding {bad!r}"
+        raise InputError(f"'claim' must be an array of tables ([[claim]]), {what}"[:200], path=path, line=ln)
     rules: list[Rule] = []
     for i, c in enumerate(claims):
         rules.append(_claim_rule(c, i, loc))
@@ -181,6 +191,13 @@ def _claim_rule(c: dict, i: int, loc: _Loc) -> Rule:
     length = _int(c["length"], "length", path, L("length")) if "length" in c else None
     if length == 0:
         raise InputError("length must be at least 1 byte", path=path, line=L("length"))
+    # A capability lies inside config space, so no offset into it reaches byte 4096 either.
+    if offset >= PCI_CFG_SPACE_EXP_SIZE:
+        raise InputError(f"offset {offset:#x} is past the {PCI_CFG_SPACE_EXP_SIZE} bytes of config space",
+                         path=path, line=L("offset"))
+    if length is not None and offset + length > PCI_CFG_SPACE_EXP_SIZE:
+        raise InputError(f"offset {offset:#x} + length {length} runs past {PCI_CFG_SPACE_EXP_SIZE} bytes of "
+                         "config space", path=path, line=L("length"))
     kernels = KernelRange()
     if "kernels" in c:
         if not isinstance(c["kernels"], str):
@@ -197,9 +214,6 @@ def _claim_rule(c: dict, i: int, loc: _Loc) -> Rule:
     else:
         if length is None:
             raise InputError("length is required when no capability is given", path=path, line=L())
-        if offset + length > PCI_CFG_SPACE_EXP_SIZE:
-            raise InputError(f"offset {offset:#x} + length {length} runs past 4096 bytes of config space",
-                             path=path, line=L("length"))
         target = Abs(offset, length, label if isinstance(label, str) else "claimed range")
 
     def test(d, bdf=bdf, vendor=vendor, device=device, klass=klass) -> bool:

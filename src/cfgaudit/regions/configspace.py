@@ -12,6 +12,7 @@ lengths are in bytes from the start of the function's configuration space.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import InputError
+from ..errors import InputError, open_input
+from ..events import is_utf8_text
 from ..pci_regs import (  # PCI_CFG_SPACE_SIZE, PCI_CFG_SPACE_EXP_SIZE: also imported from here
     PCI_CFG_SPACE_EXP_SIZE,
     PCI_CFG_SPACE_SIZE,
@@ -29,6 +31,7 @@ from ..pci_regs import (  # PCI_CFG_SPACE_SIZE, PCI_CFG_SPACE_EXP_SIZE: also imp
     PCI_REVISION_ID,
     PCI_VENDOR_ID,
 )
+from .kernel import parse_kernel
 
 __all__ = [
     "ConfigSpace",
@@ -46,6 +49,7 @@ __all__ = [
 
 SNAPSHOT_FORMAT = "cfgaudit-snapshot"
 SNAPSHOT_VERSION = 1
+MAX_INPUT_BYTES = 256 << 20  # dumps and snapshots are read whole: a larger file is refused, not read
 
 Warn = Callable[[str], None]
 
@@ -180,6 +184,9 @@ class ConfigSpace:
         return out
 
 
+_KNOWN_RUN = re.compile(rb"[^\x00]+")  # a run of known bytes in a ConfigSpace.known mask
+
+
 @dataclass
 class DeviceSet:
     """Devices from one or more sources, keyed by BDF, plus host facts a snapshot carries."""
@@ -197,15 +204,18 @@ class DeviceSet:
         if old is None:
             self.devices[dev.bdf] = dev
             return
-        conflict = any(
-            old.known[i] and dev.known[i] and old.data[i] != dev.data[i] for i in range(len(dev.data))
-        )
+        # Runs of known bytes, compared and copied as slices: a dump repeating one device
+        # thousands of times must not cost 4096 Python steps per copy.
+        zeros = dev.known.count(0)
+        runs = [] if zeros == len(dev.known) else [(0, len(dev.known))] if not zeros else \
+            [m.span() for m in _KNOWN_RUN.finditer(dev.known)]
+        conflict = any(old.data[a:b] != dev.data[a:b]
+                       for s, e in runs for a, b in (m.span() for m in _KNOWN_RUN.finditer(old.known, s, e)))
         if conflict:
             self.warnings.append(f"{where}device {dev.bdf} given twice with different bytes; the later copy wins")
-        for i in range(len(dev.data)):
-            if dev.known[i]:
-                old.data[i] = dev.data[i]
-                old.known[i] = 1
+        for s, e in runs:
+            old.data[s:e] = dev.data[s:e]
+            old.known[s:e] = b"\x01" * (e - s)
         old.driver = dev.driver or old.driver
         if dev.config_size and (old.config_size or 0) < dev.config_size:
             old.config_size = dev.config_size
@@ -286,7 +296,7 @@ def load_sysfs(root: str, warn: Warn | None = None, bdfs: Iterable[str] | None =
         cfg = os.path.join(d, "config")
         try:
             size = os.stat(cfg).st_size
-            with open(cfg, "rb") as fh:
+            with open_input(cfg, "config space") as fh:  # a FIFO in a fake tree would block
                 raw = fh.read(PCI_CFG_SPACE_EXP_SIZE)
         except OSError as err:
             raise InputError(f"cannot read config space: {err.strerror}", path=cfg) from err
@@ -334,7 +344,7 @@ def load_lspci_dump(path: str, warn: Warn | None = None) -> list[ConfigSpace]:
     """
     warn = warn or (lambda m: None)
     try:
-        with open(path, "rb") as fh:
+        with open_input(path, "lspci dump", MAX_INPUT_BYTES) as fh:
             raw = fh.read()
     except OSError as err:
         raise InputError(f"cannot read lspci dump: {err.strerror}", path=path) from err
@@ -343,6 +353,22 @@ def load_lspci_dump(path: str, warn: Warn | None = None) -> list[ConfigSpace]:
     cur: ConfigSpace | None = None
     next_off: int | None = None  # where a wrapped continuation line would continue
     quoted_warned = False
+    byte_line: dict[int, int] = {}  # the current device's bytes -> the line that gave them
+
+    def put(at: int, vals: bytes, lineno: int) -> None:
+        """Set the current device's bytes; a byte given twice is an error (a warning when equal)."""
+        assert cur is not None
+        again = [i for i in range(at, at + len(vals)) if i in byte_line]
+        if again:
+            i = again[0]
+            first = byte_line[i]
+            if any(cur.data[j] != vals[j - at] for j in again):
+                raise InputError(f"offset {i:#x} of {cur.bdf} given again with other bytes (first at line {first})",
+                                 path=path, line=lineno)
+            warn(f"{path}:{lineno}: offset {i:#x} of {cur.bdf} given again (same bytes as line {first})")
+        cur.set_bytes(at, vals)
+        byte_line.update((j, lineno) for j in range(at, at + len(vals)) if j not in byte_line)
+
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r\n").rstrip()
         if _QUOTE.match(line):
@@ -358,6 +384,7 @@ def load_lspci_dump(path: str, warn: Warn | None = None) -> list[ConfigSpace]:
             dom, bus, dev, fn = m.groups()
             bdf = f"{int(dom or '0', 16):04x}:{int(bus, 16):02x}:{int(dev, 16):02x}.{fn}"
             cur = ConfigSpace(bdf=bdf, source=f"lspci-dump:{path}")
+            byte_line = {}
             next_off = None
             out.append(cur)
             continue
@@ -379,7 +406,7 @@ def load_lspci_dump(path: str, warn: Warn | None = None) -> list[ConfigSpace]:
             if off + len(vals) > PCI_CFG_SPACE_EXP_SIZE:
                 raise InputError(f"offset {off + len(vals) - 1:#x} is past the 4096 bytes of config space",
                                  path=path, line=lineno)
-            cur.set_bytes(off, vals)
+            put(off, vals, lineno)
             next_off = off + len(vals) if len(vals) < 16 else None
             continue
         stripped = line.strip()
@@ -388,7 +415,7 @@ def load_lspci_dump(path: str, warn: Warn | None = None) -> list[ConfigSpace]:
             if next_off + len(vals) > PCI_CFG_SPACE_EXP_SIZE:
                 raise InputError("wrapped hex line runs past 4096 bytes", path=path, line=lineno)
             warn(f"{path}:{lineno}: hex line wrapped (mail?): joined to the line before it")
-            cur.set_bytes(next_off, vals)
+            put(next_off, vals, lineno)
             next_off = next_off + len(vals)
             if (next_off & 0xF) == 0:
                 next_off = None
@@ -446,42 +473,90 @@ def snapshot_dict(ds: DeviceSet) -> dict:
     }
 
 
-def save_snapshot(ds: DeviceSet, path: str) -> None:
-    """Write ``ds`` as a snapshot file (JSON)."""
+def save_snapshot(ds: DeviceSet, path: str, fd: int | None = None) -> None:
+    """Write ``ds`` as a snapshot file (JSON) to ``fd`` (an open descriptor for ``path``, which is
+    closed), or else to ``path`` opened here: a snapshot holds config bytes non-root cannot read, so
+    a new file is made mode 0600 and a symbolic link is refused (``cfgaudit snapshot`` opens its
+    output with the trace writer's ``_create()``, which does the same)."""
     try:
-        with open(path, "w") as fh:
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as fh:
             json.dump(snapshot_dict(ds), fh, indent=1)
             fh.write("\n")
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError("is a symbolic link: give the real path (cfgaudit does not write through links)",
+                             path=path) from err
         raise InputError(f"cannot write snapshot: {err.strerror}", path=path) from err
 
 
-def devices_from_snapshot_dict(doc: dict, where: str) -> DeviceSet:
-    """Rebuild a :class:`DeviceSet` from a snapshot document (a file's or a trace header's)."""
+def _snapshot_device(d: object, where: str) -> ConfigSpace:
+    """One device of a snapshot, checked: every field has its type, the bytes fit in 4096."""
+    if not isinstance(d, dict):
+        raise ValueError("must be a JSON object")
+    bdf, config, known = d.get("bdf"), d.get("config", ""), d.get("known")
+    if not isinstance(bdf, str):
+        raise ValueError(f"'bdf' must be a string like \"0000:0d:00.0\", not {bdf!r}")
+    cs = ConfigSpace(bdf=normalize_bdf(bdf), source=f"snapshot:{where}")
+    if not isinstance(config, str):
+        raise ValueError("'config' must be a hex string")
+    data = bytes.fromhex(config)
+    if len(data) > PCI_CFG_SPACE_EXP_SIZE:
+        raise ValueError(f"'config' holds {len(data)} bytes; config space has {PCI_CFG_SPACE_EXP_SIZE}")
+    if known is None:
+        known = [[0, len(data)]]
+    if not isinstance(known, list):
+        raise ValueError("'known' must be a list of [start, length] pairs")
+    for rng in known:
+        if not (isinstance(rng, list) and len(rng) == 2 and all(type(x) is int for x in rng)):
+            raise ValueError(f"'known' must be a list of [start, length] pairs, not {rng!r}")
+        start, n = rng
+        if start < 0 or n < 0 or start + n > len(data):
+            raise ValueError(f"known range {start}+{n} outside the {len(data)} config bytes")
+        cs.set_bytes(start, data[start : start + n])
+    for key, typ, what in (("driver", str, "a string"), ("on_root_bus", bool, "true or false"),
+                           ("notes", list, "a list of strings")):
+        v = d.get(key)
+        texts = v if isinstance(v, list) else [v] if isinstance(v, str) else []
+        if v is not None and (not isinstance(v, typ) or not all(isinstance(x, str) and is_utf8_text(x) for x in texts)):
+            raise ValueError(f"{key!r} must be {what} or null, not {v!r}")
+    size = d.get("config_size")
+    if size is not None and (type(size) is not int or size not in (PCI_CFG_SPACE_SIZE, PCI_CFG_SPACE_EXP_SIZE)):
+        raise ValueError(f"'config_size' must be {PCI_CFG_SPACE_SIZE} or {PCI_CFG_SPACE_EXP_SIZE} (bytes) or null, "
+                         f"not {size!r}")
+    cs.driver, cs.config_size, cs.on_root_bus = d.get("driver"), size, d.get("on_root_bus")
+    cs.notes = list(d.get("notes") or [])
+    return cs
+
+
+def devices_from_snapshot_dict(doc: dict, where: str, line: int | None = None) -> DeviceSet:
+    """Rebuild a :class:`DeviceSet` from a snapshot document (a file's or a trace header's);
+    a problem is an :class:`InputError` naming ``where`` (and ``line``)."""
     if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
-        raise InputError(f"not a cfgaudit snapshot (no \"format\": \"{SNAPSHOT_FORMAT}\")", path=where)
+        raise InputError(f"not a cfgaudit snapshot (no \"format\": \"{SNAPSHOT_FORMAT}\")", path=where, line=line)
     if doc.get("version") != SNAPSHOT_VERSION:
         raise InputError(f"snapshot version {doc.get('version')!r} is not supported (want {SNAPSHOT_VERSION})",
-                         path=where)
+                         path=where, line=line)
+    for key, typ, what in (("kernel_release", str, "a string"), ("kernel_version", str, "a string"),
+                           ("host", str, "a string"), ("iomem_relaxed", bool, "true or false"),
+                           ("devices", list, "a list of devices")):
+        v = doc.get(key)
+        if v is not None and (not isinstance(v, typ) or (isinstance(v, str) and not is_utf8_text(v))):
+            raise InputError(f"snapshot: {key!r} must be {what} or null, not {v!r}", path=where, line=line)
+    if doc.get("kernel_release"):
+        try:
+            parse_kernel(doc["kernel_release"], doc.get("kernel_version"))
+        except InputError as err:
+            raise InputError(f"snapshot: 'kernel_release': {err.message}", path=where, line=line) from err
     ds = DeviceSet(kernel_release=doc.get("kernel_release"), kernel_version=doc.get("kernel_version"),
                    iomem_relaxed=doc.get("iomem_relaxed"), host=doc.get("host"))
     for i, d in enumerate(doc.get("devices") or []):
         try:
-            cs = ConfigSpace(bdf=normalize_bdf(d["bdf"]), source=f"snapshot:{where}")
-            data = bytes.fromhex(d.get("config", ""))
-            known = d.get("known")
-            if known is None:
-                known = [[0, len(data)]]
-            for start, n in known:
-                if start < 0 or start + n > len(data):
-                    raise ValueError(f"known range {start}+{n} outside the {len(data)} config bytes")
-                cs.set_bytes(start, data[start : start + n])
-            cs.driver = d.get("driver")
-            cs.config_size = d.get("config_size")
-            cs.on_root_bus = d.get("on_root_bus")
-            cs.notes = list(d.get("notes") or [])
-        except (KeyError, TypeError, ValueError, InputError) as err:
-            raise InputError(f"device #{i}: {err}", path=where) from err
+            cs = _snapshot_device(d, where)
+        except (ValueError, InputError) as err:
+            raise InputError(f"snapshot device #{i}: {err.message if isinstance(err, InputError) else err}",
+                             path=where, line=line) from err
         ds.add(cs)
     return ds
 
@@ -489,12 +564,16 @@ def devices_from_snapshot_dict(doc: dict, where: str) -> DeviceSet:
 def load_snapshot(path: str) -> DeviceSet:
     """Read a snapshot file written by :func:`save_snapshot`."""
     try:
-        with open(path) as fh:
-            doc = json.load(fh)
+        with open_input(path, "snapshot", MAX_INPUT_BYTES) as fh:
+            doc = json.loads(fh.read().decode("utf-8"))
     except OSError as err:
         raise InputError(f"cannot read snapshot: {err.strerror}", path=path) from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text (byte {err.start})", path=path) from err
     except json.JSONDecodeError as err:
         raise InputError(f"not valid JSON: {err.msg}", path=path, line=err.lineno) from err
+    except RecursionError as err:
+        raise InputError("not valid JSON: nested too deeply", path=path) from err
     return devices_from_snapshot_dict(doc, path)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["LIVE_HEADER", "live_lines", "value_text", "notice_line", "event_lines", "summary_lines", "printable"]
+__all__ = ["LIVE_HEADER", "live_lines", "value_text", "notice_line", "event_lines", "summary_lines", "printable",
+           "unknown_device_line", "unknown_device_lines", "unknown_device_total", "UNKNOWN_SHOWN"]
 
 LIVE_HEADER = (f"{'TIME(s)':<10} {'PID':>7} {'COMM':<15} {'BDF':<12} {'OFF':>5} {'SZ':>2} {'VALUE':<8} "
                f"{'OWNER':<12} VERDICT")
@@ -53,6 +54,42 @@ def live_lines(f: pd.DataFrame, t0_ns: int, verbose: bool = False) -> list[str]:
     return out
 
 
+UNKNOWN_SHOWN = 20  # unknown devices named one by one in a report; the rest are summed up in one line
+
+
+def unknown_device_line(d: dict) -> str:
+    """The sentence for the writes to one device not in the sources (an entry of the summary's
+    ``unknown_devices``), control characters escaped."""
+    first = d.get("first") or {}
+    n = int(d.get("writes") or 0)
+    off = first.get("offset")
+    at = f"+{off:#x}" if isinstance(off, int) else "+?"
+    return printable(f"Unknown device {d.get('bdf', '?')}: {n} write{'' if n == 1 else 's'} (first: pid "
+                     f"{first.get('pid', '?')} {first.get('comm', '?')} at {at}): not in the sources "
+                     "(snapshot, dumps, sysfs): its owned ranges are unknown")
+
+
+def unknown_device_lines(s: dict, limit: int = UNKNOWN_SHOWN) -> list[str]:
+    """One line per device not in the sources that was written to (from a report's summary
+    ``s``), at most ``limit``, then one line for the rest."""
+    devs = s.get("unknown_devices") or []
+    out = [unknown_device_line(d) for d in devs[:limit]]
+    if len(devs) > limit:
+        rest = sum(int(d.get("writes") or 0) for d in devs[limit:])
+        out.append(f"... and {len(devs) - limit} more unknown devices ({rest} writes)")
+    return out
+
+
+def unknown_device_total(s: dict) -> str | None:
+    """All writes to devices not in the sources in one sentence (``None``: there were none)."""
+    n = int(s.get("unknown_device_writes") or 0)
+    if not n:
+        return None
+    k = len(s.get("unknown_devices") or [])
+    return (f"{n} write{'' if n == 1 else 's'} to {k} device{'' if k == 1 else 's'} not in the sources "
+            "(unknown devices): what they hit is unknown")
+
+
 def notice_line(pid: int, comm: str, what: str) -> str:
     """The line for a grant of unmediated access (ioperm/iopl, /dev/mem, /dev/port)."""
     return f"{'':>10} {pid:>7} {printable(comm)[:15]:<15} UNMEDIATED {printable(what)}"[:100]
@@ -70,6 +107,7 @@ def summary_lines(s: dict) -> list[str]:
     out = [f"{s.get('events', 0)} config accesses ({s.get('writes', 0)} writes, {s.get('reads', 0)} reads); "
            f"{s.get('writes_with_findings', 0)} writes hit owned bytes: {s.get('exclusive_writes', 0)} exclusive, "
            f"{s.get('managed_writes', 0)} managed; the kernel would taint on {s.get('kernel_taints', 0)}"]
+    out += unknown_device_lines(s, limit=5)
     if s.get("unmediated"):
         out.append(f"{len(s['unmediated'])} grant(s) of unmediated access (ioperm/iopl, /dev/mem, /dev/port)")
     if s.get("unresolved_opens"):

@@ -36,7 +36,7 @@ from .csvout import CsvSink
 from .frames import FINDING_COLUMNS, SEVERITY, Report, by_device, by_process, by_region, by_time
 from .listing import Column, render_listing
 from .live import printable as _printable
-from .live import value_text
+from .live import unknown_device_line, unknown_device_lines, unknown_device_total, value_text
 
 __all__ = ["Renderer", "RENDERERS", "FORMATS", "FindingsSink", "render", "finding_message", "summary_text"]
 
@@ -44,6 +44,7 @@ TABLE_WIDTH = 100  # characters per line of the ``table`` format
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 KIND_COLORS = {"exclusive": "#d9534f", "managed": "#f0ad4e", "user": "#4a86e8"}
 _OTHER_COLOR = "#999999"
+UNKNOWN_DEVICE_RULE = "unknown-device"  # the SARIF rule id (and JUnit failure type) of writes to unknown devices
 _ELLIPSIS = "\u2026"
 
 
@@ -246,7 +247,22 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     ]
     if c["lost"]:
         lines.append(f"possibly lost {c['lost']} events: the trace is incomplete")
+    unknown = unknown_device_total(summary)
+    if unknown:
+        lines.append(unknown)
     return lines
+
+
+def _unknown_devices(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The summary's writes to devices not in the sources, one dict per BDF (may be empty)."""
+    return list((summary or {}).get("unknown_devices") or [])
+
+
+def _no_findings_text(summary: dict[str, Any] | None) -> str:
+    """What a report says when there are no findings."""
+    if _unknown_devices(summary):
+        return "No conflicting writes into the devices in the sources; writes to unknown devices below."
+    return "No conflicting writes."
 
 
 def summary_text(summary: dict[str, Any]) -> str:
@@ -379,7 +395,7 @@ def _render_table(report: Report) -> str:
     lines.append("")
     rows = _display_rows(report.findings)
     if not rows:
-        lines.append("No conflicting writes.")
+        lines.append(_no_findings_text(report.summary))
     else:
         spec = [d for d in _DISPLAY if d[0] in _TABLE_KEYS]
         sep = 2
@@ -403,6 +419,11 @@ def _render_table(report: Report) -> str:
             lines += ["", t.title + ":"]
             text = render_listing(t.rows, "table", t.columns).rstrip("\n")
             lines += [_clip(row_text, width) for row_text in text.split("\n")]
+    unknown = unknown_device_lines(report.summary or {})
+    if unknown:
+        lines += ["", "Unknown devices (written to, not in the sources):"]
+        for s in unknown:
+            lines += textwrap.wrap(s, width, initial_indent="  ", subsequent_indent="    ")
     lines += ["", "Totals:"]
     for s in _summary_lines(report.summary or {}):
         lines += textwrap.wrap(s, width, initial_indent="  ", subsequent_indent="    ")
@@ -489,7 +510,7 @@ def _render_markdown(report: Report) -> str:
     rows = _display_rows(report.findings)
     lines += ["", "## Findings", ""]
     if not rows:
-        lines.append("No conflicting writes.")
+        lines.append(_md(_no_findings_text(report.summary)))
     else:
         keys = [d[0] for d in _DISPLAY]
         titles = [d[1] for d in _DISPLAY] + ["NOTES"]
@@ -498,6 +519,9 @@ def _render_markdown(report: Report) -> str:
             lines += ["", f"## {t.title}", ""]
             lines += _md_table([c.title for c in t.columns], ([c.fmt(r.get(c.key)) for c in t.columns]
                                                                for r in t.rows))
+    unknown = unknown_device_lines(report.summary or {})
+    if unknown:
+        lines += ["", "## Unknown devices", ""] + [f"- {_md(s)}" for s in unknown]
     return "\n".join(lines) + "\n"
 
 
@@ -619,12 +643,17 @@ def _render_html(report: Report) -> str:
                                                                  for r in t.rows))]
     parts.append("<h2>Findings</h2>")
     if not rows:
-        parts.append("<p>No conflicting writes.</p>")
+        parts.append(f"<p>{_e(_no_findings_text(report.summary))}</p>")
     else:
         keys = [d[0] for d in _DISPLAY]
         parts.append(_html_table([d[1] for d in _DISPLAY] + ["NOTES"],
                                  ([r[k] for k in keys] + ["; ".join(r["NOTES"])] for r in rows),
                                  [r["_level"] for r in rows]))
+    unknown = unknown_device_lines(report.summary or {})
+    if unknown:
+        parts += ["<h2>Unknown devices</h2>", '<ul class="unknown-devices">']
+        parts += [f'<li class="warning">{_e(s)}</li>' for s in unknown]
+        parts.append("</ul>")
     devices = _plot_devices(report)
     if devices:
         parts.append("<h2>Writes over config offsets</h2>")
@@ -661,6 +690,8 @@ def _render_github(report: Report) -> str:
         cmd = _GH_COMMAND[_level(r)]
         lines.append(f"::{cmd} title=cfgaudit {_gh_escape(_text(r['kind'], 'unknown'))}::"
                      f"{_printable(_gh_escape(finding_message(r)))}")
+    for d in _unknown_devices(report.summary):
+        lines.append(f"::warning title=cfgaudit unknown device::{_gh_escape(unknown_device_line(d))}")
     lines.append(f"::notice title=cfgaudit::{_gh_escape(summary_text(report.summary or {}))}")
     return "\n".join(lines) + "\n"
 
@@ -715,6 +746,29 @@ def _sarif_document(report: Report) -> dict[str, Any]:
         if _is_allowed(r):
             result["suppressions"] = [{"kind": "external", "justification": f"allowed by {_text(r['allowed_by'])}"}]
         results.append(result)
+    unknown = _unknown_devices(report.summary)
+    if unknown:
+        index[UNKNOWN_DEVICE_RULE] = len(rules)
+        rules.append({
+            "id": UNKNOWN_DEVICE_RULE,
+            "shortDescription": {"text": "write to a device not in the sources"},
+            "fullDescription": {"text": "The device is in none of the sources (snapshot, lspci dumps, sysfs): "
+                                        "the config ranges the kernel owns on it are unknown, so its writes "
+                                        "could not be checked. Give the traced host's devices."},
+            "defaultConfiguration": {"level": "warning"},
+            "properties": {"kind": UNKNOWN_DEVICE_RULE},
+        })
+    for d in unknown:
+        bdf = _text(d.get("bdf"), "?")
+        results.append({
+            "ruleId": UNKNOWN_DEVICE_RULE,
+            "ruleIndex": index[UNKNOWN_DEVICE_RULE],
+            "level": "warning",
+            "message": {"text": unknown_device_line(d)},
+            "locations": [{"logicalLocations": [{"name": bdf, "kind": "resource",
+                                                 "fullyQualifiedName": f"pci/{bdf}"}]}],
+            "properties": {"writes": _int(d.get("writes")), "first": _plain(d.get("first") or {})},
+        })
     driver: dict[str, Any] = {"name": "cfgaudit", "rules": rules}
     ver = _tool_version()
     if ver:
@@ -744,7 +798,8 @@ def _xml(s: str) -> str:
 
 def _render_junit(report: Report) -> str:
     """JUnit XML: one test case per owned region written to; it fails when a write into an
-    exclusive or managed region was not allowed."""
+    exclusive or managed region was not allowed. One failing test case per device not in the
+    sources that was written to (what it owns is unknown: failing like a managed region)."""
     rows = _records(report.findings, list(FINDING_COLUMNS))
     suites = ET.Element("testsuites")
     suite = ET.SubElement(suites, "testsuite", name="cfgaudit")
@@ -764,6 +819,14 @@ def _render_junit(report: Report) -> str:
                    f"{_text(g['owner'])} ({_text(g['rule'])})")
             fail = ET.SubElement(case, "failure", message=_xml(msg), type=_xml(_text(g["kind"])))
             fail.text = _xml("\n".join(finding_message(r) for r in bad))
+    for d in _unknown_devices(report.summary):
+        cases += 1
+        failures += 1
+        bdf = _text(d.get("bdf"), "?")
+        case = ET.SubElement(suite, "testcase", name=_xml(f"{bdf} unknown device"), classname=_xml(bdf))
+        fail = ET.SubElement(case, "failure", type=UNKNOWN_DEVICE_RULE,
+                             message=_xml(f"{_plural(_int(d.get('writes')), 'write')} to a device not in the sources"))
+        fail.text = _xml(unknown_device_line(d))
     if cases == 0:
         cases = 1
         ET.SubElement(suite, "testcase", name="no conflicting writes", classname="cfgaudit")
