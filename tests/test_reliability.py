@@ -276,3 +276,10 @@ def test_live_trace_path_is_checked_before_the_probes_load(tmp_path, case: str) 
     with pytest.raises(InputError, match={"link": "symbolic link", "dir": "is a directory",
                                           "nodir": "no such directory"}[case]):
         LiveRun(TraceConfig(output=str(out), backend="no-such-backend"))
+
+
+def test_a_killed_parquet_recording_points_to_its_partial_file(tmp_path) -> None:
+    partial = tmp_path / "k.parquet.partial.jsonl"
+    partial.write_bytes(HEADER + EVENT)  # what SIGKILL leaves: the JSON Lines recorded beside the Parquet path
+    r = _check(str(tmp_path / "k.parquet"))
+    assert r.returncode == EXIT_ERROR and f"a recording that did not finish left {partial}" in r.stderr, r.stderr

@@ -32,7 +32,15 @@ from .hostpaths import DEFAULT, HostPaths
 from .inventory import Sources, open_devices, registry_for
 from .probes import LiveOptions, backend_table, pick_backend, prepare_host
 from .probes.session import Batch, Notice, run
-from .probes.tracefile import TRACE_FORMATS, TraceReader, TraceWriter, check_output, make_header, trace_kind
+from .probes.tracefile import (
+    PARTIAL_SUFFIX,
+    TRACE_FORMATS,
+    TraceReader,
+    TraceWriter,
+    check_output,
+    make_header,
+    trace_kind,
+)
 from .regions import normalize_bdf, running_kernel
 from .regions.configspace import snapshot_dict
 from .report.frames import Report
@@ -184,7 +192,7 @@ class LiveRun:
         self.session: Any = None
         self.writer: TraceWriter | None = None
         # A format unreadable until closed (Parquet): record JSON Lines beside it, convert at the end.
-        self.partial = (cfg.output + ".partial.jsonl"
+        self.partial = (cfg.output + PARTIAL_SUFFIX
                         if cfg.output and not TRACE_FORMATS[trace_kind(cfg.output)].appendable else None)
         self.parts: list[pd.DataFrame] = []
         self.notices: list[Notice] = []

@@ -50,7 +50,8 @@ from ..events import (
 from ..hexarrow import is_hex
 
 __all__ = ["TraceReader", "TraceWriter", "TraceFormat", "TRACE_FORMATS", "DEFAULT_TRACE_FORMAT", "TRACE_FORMAT",
-           "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text", "check_output"]
+           "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text", "check_output",
+           "PARTIAL_SUFFIX"]
 
 TRACE_FORMAT = "cfgaudit-trace"
 TRACE_VERSION = 1
@@ -58,6 +59,9 @@ BLOCK_BYTES = 16 << 20  # JSONL block handed to pyarrow at once
 DICT_COLUMNS = ("comm", "op", "bdf", "via")  # read from Parquet as dictionaries
 META_HEADER = b"cfgaudit.header"
 META_FOOTER = b"cfgaudit.footer"
+# A live recording into a format that is unreadable until closed (Parquet) writes JSON Lines to
+# PATH + this suffix and converts at the end; a killed run leaves that file.
+PARTIAL_SUFFIX = ".partial.jsonl"
 CONFIG_SPACE_BYTES = 4096  # PCI_CFG_SPACE_EXP_SIZE: an access past it reaches no config byte
 MAX_LINE_BYTES = 64 << 20  # a longer JSONL line is an error (the header with its snapshot is far smaller)
 
@@ -116,6 +120,9 @@ class TraceReader:
         self.footer: dict[str, Any] = {}
         self.notices: list[dict[str, Any]] = []  # {"record": "unmediated", ...} lines
         self.header_line: int | None = None  # the header's line (JSON Lines: 1; Parquet: None, in the metadata)
+        if not os.path.lexists(path) and os.path.isfile(path + PARTIAL_SUFFIX):
+            raise InputError(f"no such trace file; a recording that did not finish left {path + PARTIAL_SUFFIX} "
+                             "(JSON Lines, readable as it is): analyze that", path=path)
         with open_input(path, "trace"):  # a regular file (not a directory, FIFO, device or terminal)
             pass
         self._open()
