@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest -q -rfEs
 # The fast tier: everything not marked live (tests/live) or e2e. No root, no bcc.
 FAST   := -m "not live and not e2e"
 
-.PHONY: venv deps demo test test-fast check lint bench e2e clean
+.PHONY: venv deps demo test test-fast check lint bench fuzz e2e clean
 
 venv: $(STAMP)
 
@@ -61,10 +61,18 @@ check: venv deps
 bench: venv
 	$(PY) bench/run.py
 
+# The fuzz tier at its large budget (tests/fuzz, RELIABILITY.md): 10,000 seeded inputs per format (traces
+# JSONL and Parquet, dumps, claims, snapshots, trace headers) through the offline commands, 2 workers, a
+# 10 s limit per run; about 40 minutes on 2 cores. Exit 1 on any traceback, signal or hang; failing inputs
+# (with command.txt and outcome.txt) go to fuzz-out/failures. `make test` runs a small budget of it.
+FUZZ_ARGS ?= --seed 1 --count 10000 --runs 1
+fuzz: venv
+	cd tests && ../$(PY) -m fuzz $(FUZZ_ARGS) --failures ../fuzz-out/failures --json ../fuzz-out/summary.json
+
 # cfgaudit (both live backends) against the kernel's own verdict in a QEMU CXL guest (root, Debian;
 # installs qemu-system-x86, busybox-static and the guest kernel's headers itself). tests/e2e/run.sh.
 e2e: venv
 	bash tests/e2e/run.sh
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache fuzz-out
