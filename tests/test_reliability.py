@@ -283,3 +283,23 @@ def test_a_killed_parquet_recording_points_to_its_partial_file(tmp_path) -> None
     partial.write_bytes(HEADER + EVENT)  # what SIGKILL leaves: the JSON Lines recorded beside the Parquet path
     r = _check(str(tmp_path / "k.parquet"))
     assert r.returncode == EXIT_ERROR and f"a recording that did not finish left {partial}" in r.stderr, r.stderr
+
+
+def test_many_tiny_parquet_row_groups_are_read_as_few_chunks(tmp_path) -> None:
+    """Found by make fuzz: a Parquet trace of one-row row groups cost one analysis chunk (and one
+    empty findings frame) per row: 0.1 s a row."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cfgaudit.probes.tracefile import TraceReader
+
+    ev = json.loads(EVENT)
+    t = pa.Table.from_pylist([dict(ev, ts_ns=i) for i in range(3000)])
+    p = tmp_path / "tiny.parquet"
+    pq.write_table(t, p, row_group_size=1)
+    assert pq.ParquetFile(p).num_row_groups == 3000
+    chunks = list(TraceReader(str(p), batch_rows=1000).tables())
+    assert [c.num_rows for c in chunks] == [1000, 1000, 1000]
+    assert [r["ts_ns"] for c in chunks for r in c.select(["ts_ns"]).to_pylist()] == list(range(3000))

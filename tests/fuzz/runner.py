@@ -40,7 +40,11 @@ OUTCOMES = ("ok", "findings", "error", "traceback", "signal", "hang")
 FAILURES = ("traceback", "signal", "hang")
 MEMORY_LIMIT = 3 << 30  # bytes of address space per worker: a runaway allocation is a MemoryError, not the OOM killer
 JOBS_PER_WORKER = 600  # a fresh interpreter after this many inputs (bounded leaks, no state carried far)
-HARD_GRACE_S = 20.0  # the parent kills a worker silent this long past the per-run limit
+HARD_GRACE_S = 20.0  # the parent kills a worker silent this long past the per-run wall limit
+# A run's limit is CPU seconds (ITIMER_PROF: the process, all threads): a loop that never ends burns
+# it whatever the machine's load. A run blocked without burning CPU (a FIFO read) is caught by the
+# wall-clock limit, WALL_FACTOR times longer, so a busy machine does not turn slow runs into hangs.
+WALL_FACTOR = 6.0
 SAVE_PER_SIGNATURE = 3  # failure directories kept per distinct crash site
 
 
@@ -84,12 +88,18 @@ def signature(outcome: str, detail: str, argv: list[str]) -> str:
     return f"{outcome} {detail[:60]}"
 
 
+def _stop_timers() -> None:
+    signal.setitimer(signal.ITIMER_PROF, 0)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise _Hang()
+    raise _Hang("CPU" if signum == signal.SIGPROF else "wall-clock")
 
 
 def _run_one(argv: list[str], limit_s: float) -> dict[str, Any]:
-    """Run ``cfgaudit.cli.main(argv)`` with stdout/stderr captured and a time limit."""
+    """Run ``cfgaudit.cli.main(argv)`` with stdout/stderr captured, a CPU limit of ``limit_s``
+    seconds and a wall-clock limit of ``WALL_FACTOR`` times that."""
     from cfgaudit.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -97,18 +107,22 @@ def _run_one(argv: list[str], limit_s: float) -> dict[str, Any]:
     escaped: BaseException | None = None
     t0 = time.monotonic()
     signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit_s)
+    signal.signal(signal.SIGPROF, _on_alarm)
+    signal.setitimer(signal.ITIMER_PROF, limit_s)
+    signal.setitimer(signal.ITIMER_REAL, limit_s * WALL_FACTOR)
     try:
         with redirect_stdout(out), redirect_stderr(err):
             code = main(argv)
-    except _Hang:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        return {"outcome": "hang", "detail": f"over {limit_s} s", "code": None, "s": time.monotonic() - t0,
-                "stderr": err.getvalue()[-2000:]}
+    except _Hang as h:
+        _stop_timers()
+        which = h.args[0] if h.args else "time"
+        limit = limit_s if which == "CPU" else limit_s * WALL_FACTOR
+        return {"outcome": "hang", "detail": f"over {limit} s of {which} time", "code": None,
+                "s": time.monotonic() - t0, "stderr": err.getvalue()[-2000:]}
     except BaseException as e:  # noqa: BLE001 - anything escaping main is what we are looking for
         escaped = e
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _stop_timers()
     outcome, detail = classify(code, err.getvalue(), escaped)
     if escaped is not None:
         detail += "\n" + "".join(traceback.format_exception(escaped))[-3000:]
@@ -439,8 +453,9 @@ def run_fuzz(formats: list[str] | None = None, count: int = 200, seed: int = 1, 
                         feed(w)
             now = time.monotonic()
             for w in list(pool):
-                if w.job is not None and now - w.last > limit_s + HARD_GRACE_S:
-                    res = dict(w.started or {}, outcome="hang", detail=f"no answer in {limit_s + HARD_GRACE_S} s "
+                if w.job is not None and now - w.last > limit_s * WALL_FACTOR + HARD_GRACE_S:
+                    res = dict(w.started or {}, outcome="hang", detail=f"no answer in "
+                               f"{limit_s * WALL_FACTOR + HARD_GRACE_S} s "
                                "(killed)", code=None, stderr="")
                     res.setdefault("argv", [])
                     record(w, [res], w.started or {})

@@ -208,8 +208,7 @@ class ParquetTraceReader(TraceReader):
             # allocating (about 4 MB per batch with pyarrow 26), so memory would grow with the file.
             batches = (b for rg in range(self._pf.num_row_groups)
                        for b in self._pf.iter_batches(batch_size=self.batch_rows, row_groups=[rg]))
-            for batch in batches:
-                t = pa.Table.from_batches([batch])
+            for t in _coalesced(batches, self.batch_rows):
                 try:
                     t.validate(full=True)  # strings that are not UTF-8 would fail later, far from here
                 except pa.ArrowInvalid as err:
@@ -234,6 +233,21 @@ class ParquetTraceReader(TraceReader):
         except (OSError, pa.ArrowException) as err:  # a corrupt page: pyarrow raises OSError or ArrowInvalid
             raise InputError(f"cannot read Parquet: {' '.join(str(err).split())}", path=self.path) from err
         self._warn_past_end()
+
+
+def _coalesced(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Record batches gathered into tables of about ``rows`` rows: a file of many tiny row groups
+    (one row each, say) must not cost one analysis chunk per row."""
+    held: list[pa.RecordBatch] = []
+    n = 0
+    for b in batches:
+        held.append(b)
+        n += b.num_rows
+        if n >= rows:
+            yield pa.Table.from_batches(held)
+            held, n = [], 0
+    if held:
+        yield pa.Table.from_batches(held)
 
 
 class JsonlTraceReader(TraceReader):
