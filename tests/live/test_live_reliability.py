@@ -10,8 +10,9 @@ import subprocess
 import time
 
 import pytest
-
 from test_live_cli import EXE, cfg, setpci
+
+from support import wait_loading
 
 pytestmark = pytest.mark.live
 
@@ -63,18 +64,23 @@ def test_background_job_tracer_stops_on_sigint(fake_tree, tmp_path) -> None:
     assert json.loads(open(out).read().splitlines()[-1])["record"] == "footer"
 
 
-# From 0.3 s: before the entry point's handler (the interpreter's own start, some 20-40 ms on an idle
-# machine) Python itself turns SIGINT into a traceback; no program code runs yet to prevent it.
-@pytest.mark.parametrize("delay_s", [0.3, 0.8, 1.5, 3.0])
+# "loading": as soon as pyarrow is being loaded (support.wait_loading; a fixed delay that short could
+# land in the interpreter's own start on a loaded machine, before any cfgaudit code runs); then
+# seconds after start: loading, compiling BPF, tracing.
+@pytest.mark.parametrize("delay_s", ["loading", 0.8, 1.5, 3.0])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_set_up_ends_cleanly(fake_tree, tmp_path, delay_s: float, sig: signal.Signals) -> None:
+def test_signal_during_set_up_ends_cleanly(fake_tree, tmp_path, delay_s: float | str,
+                                           sig: signal.Signals) -> None:
     """Whenever the signal lands (loading Python modules, compiling BPF, tracing), the run ends with
     no traceback: SIGINT while loading is 'Error: interrupted' (130); once the handler is in, a
     summary (0); SIGTERM before it is the default kill (-15). A trace file, if made, has its footer."""
     out = str(tmp_path / f"s-{sig.name}-{delay_s}.jsonl")
     p = subprocess.Popen([EXE, "trace", "--sysfs-path", fake_tree["sysfs"], "-o", out],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay_s)
+    if delay_s == "loading":
+        assert wait_loading(p.pid), "pyarrow was never loaded"
+    else:
+        time.sleep(float(delay_s))
     p.send_signal(sig)
     stdout, stderr = p.communicate(timeout=60)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
