@@ -60,6 +60,7 @@ check: venv deps
 
 bench: venv
 	$(PY) bench/run.py
+	$(PY) bench/startup.py --importtime
 
 # The fuzz tier at its large budget (tests/fuzz, RELIABILITY.md): 10,000 seeded inputs per format (traces
 # JSONL and Parquet, dumps, claims, snapshots, trace headers) through the offline commands, 2 workers, a

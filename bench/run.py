@@ -1,25 +1,31 @@
 #!/usr/bin/env python3
-"""cfgaudit analyze throughput vs. DuckDB's SQL range join (``make bench``).
+"""cfgaudit analyze vs. DuckDB's SQL range join, side by side (``make bench``; issue 10, target 1).
 
-For each size (default 1M and 10M events) and format (Parquet; JSONL too up to 10M):
+For each trace of ``--cases`` (default: 10M events from Parquet, the same 10M as JSONL, and 5M
+from Parquet with few findings, about 4%), ``--rounds`` times, alternating which side goes first:
 
-* cfgaudit, end to end, in a fresh subprocess:
+* cfgaudit, end to end, in a fresh process (start to exit):
   ``cfgaudit analyze TRACE --snapshot S --kernel 6.2 --format csv -o OUT`` (read, analyze, write CSV);
-* DuckDB, end to end, in a fresh subprocess: read the same trace (``read_parquet`` /
-  ``read_ndjson``) and the same regions (cfgaudit's registry for the snapshot, kind != 'user',
-  dumped once to Parquet), range join, ``COPY ... TO`` CSV;
-* both result sets compared on (event_index [Parquet only], ts_ns, bdf, offset, size,
-  region_start, region_length, owner, kind) as multisets: "identical rows" must be yes, or the
-  run fails.
+* DuckDB with its defaults (all cores), end to end, in a fresh process: read the same trace
+  (``read_parquet`` / ``read_ndjson``) and the same regions (cfgaudit's registry for the snapshot,
+  kind != 'user', dumped once to Parquet), range join, ``COPY ... TO`` CSV;
+* after the first round, both result sets compared on (event_index [Parquet only], ts_ns, bdf,
+  offset, size, region_start, region_length, owner, kind) as multisets: "identical rows" must be
+  yes, or the run fails;
+* then cfgaudit ``--format json -o`` (``--json-rounds``; traces up to ``--json-max`` events).
 
-Wall time and peak RSS are the child's own (``os.wait4``; RSS includes interpreter start-up and
-imports). Then one cfgaudit run over ``--big`` events (default 1e8) from Parquet with the CSV
-going to /dev/null, to show memory stays bounded.
+Printed per trace: the medians, cfgaudit / DuckDB (target: <= 0.7), json / csv (target <= 1.5),
+the load average. ``--baseline SRC`` also times another cfgaudit source tree (e.g. ``git archive
+HEAD src | tar -x -C /tmp/old``, then ``--baseline /tmp/old/src``) and checks its CSV is the same
+bytes. Wall time and peak RSS are the child's own (``os.wait4``; RSS includes interpreter
+start-up and imports). Then one cfgaudit run over ``--big`` events (default 1e8) from Parquet with
+the CSV going to /dev/null, to show memory stays bounded (target <= 600 MiB).
 
 Traces are generated deterministically (numpy, seeded) and cached in ``--out`` keyed by
-size and seed; generation is not measured.
+size, seed and mix; generation is not measured.
 
-    .venv/bin/python bench/run.py [--sizes 1e6,1e7] [--big 1e8|0] [--seed 1] [--out bench-out] [--write-md]
+    .venv/bin/python bench/run.py [--cases 10M:parquet,10M:jsonl,5M:parquet:few] [--rounds 3]
+        [--big 1e8|0] [--baseline SRC] [--seed 1] [--out bench-out] [--keep] [--write-md]
 """
 from __future__ import annotations
 
@@ -44,6 +50,9 @@ NO_REGIONS = ["0000:3b:00.0", "0000:5e:00.0", "0000:af:00.1"]  # not in the snap
 BDFS = [CXL, RP] + NO_REGIONS
 BDF_P = [0.40, 0.25, 0.35 / 3, 0.35 / 3, 0.35 / 3]
 HOT_P = 0.5  # share of events on a device's hot registers; the rest is uniform over 0..0xfff
+# Event mixes: the share of events on hot registers. "few" (issue 10's trace c): most writes miss
+# every region, about 4% of events give a finding (the default mix: about 30%).
+MIXES = {"default": HOT_P, "few": 0.03}
 # (offset, size, weight) per device: DOE control/status/write/read mailbox, Link Control, Command
 HOT = {
     CXL: [(0x198, 4, 0.15), (0x19C, 4, 0.10), (0x1A0, 4, 0.35), (0x1A4, 4, 0.10), (0x90, 2, 0.15), (0x04, 2, 0.15)],
@@ -73,7 +82,7 @@ def _hex_strings(vals, nbytes):
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
 
 
-def _chunk(rng, n, ts0):
+def _chunk(rng, n, ts0, hot_p=HOT_P):
     """One chunk of events as an Arrow table in the cfgaudit event schema; returns (table, last ts)."""
     import numpy as np
     import pyarrow as pa
@@ -84,7 +93,7 @@ def _chunk(rng, n, ts0):
     # uniform noise: size 1/2/4, offset aligned to the size, anywhere in 0..0xfff
     size = rng.choice(np.array([1, 2, 4]), size=n, p=[0.15, 0.25, 0.60])
     offset = (rng.integers(0, 0x1000, size=n) // size) * size
-    hot = rng.random(n) < HOT_P
+    hot = rng.random(n) < hot_p
     for d, bdf in enumerate(BDFS):
         table = HOT.get(bdf, HOT_OTHER)
         m = np.flatnonzero(hot & (dev == d))
@@ -124,7 +133,7 @@ def _chunk(rng, n, ts0):
     return pa.table(cols, schema=arrow_schema()), int(ts[-1])
 
 
-def generate_parquet(path: str, n: int, seed: int) -> None:
+def generate_parquet(path: str, n: int, seed: int, mix: str = "default") -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -136,7 +145,7 @@ def generate_parquet(path: str, n: int, seed: int) -> None:
         done, k = 0, 0
         while done < n:
             m = min(CHUNK, n - done)
-            t, ts = _chunk(np.random.default_rng([seed, k]), m, ts)
+            t, ts = _chunk(np.random.default_rng([seed, k]), m, ts, MIXES[mix])
             w.write_table(t, row_group_size=CHUNK)
             done, k = done + m, k + 1
     os.replace(tmp, path)
@@ -155,27 +164,29 @@ def generate_jsonl(parquet: str, path: str) -> None:
     os.replace(tmp, path)
 
 
-def trace_path(out: str, n: int, seed: int, kind: str) -> str:
-    return os.path.join(out, f"trace-{n}-s{seed}.{kind}")
+def trace_path(out: str, n: int, seed: int, kind: str, mix: str = "default") -> str:
+    suffix = "" if mix == "default" else f"-{mix}"
+    return os.path.join(out, f"trace-{n}-s{seed}{suffix}.{kind}")
 
 
-def ensure_trace(out: str, n: int, seed: int, kind: str) -> str:
-    path = trace_path(out, n, seed, kind)
+def ensure_trace(out: str, n: int, seed: int, kind: str, mix: str = "default") -> str:
+    path = trace_path(out, n, seed, kind, mix)
     if os.path.exists(path):
         return path
     t0 = time.monotonic()
     if kind == "parquet":
-        generate_parquet(path, n, seed)
+        generate_parquet(path, n, seed, mix)
     else:
-        generate_jsonl(ensure_trace(out, n, seed, "parquet"), path)
+        generate_jsonl(ensure_trace(out, n, seed, "parquet", mix), path)
     print(f"# generated {path} ({os.path.getsize(path) / 1e9:.2f} GB, {time.monotonic() - t0:.0f} s)", flush=True)
     return path
 
 
-def generate(out: str, n: int, seed: int, kind: str) -> str:
+def generate(out: str, n: int, seed: int, kind: str, mix: str = "default") -> str:
     """:func:`ensure_trace` in a child process (this one stays small: see :func:`measure`)."""
-    subprocess.run([sys.executable, os.path.abspath(__file__), "_generate", out, str(n), str(seed), kind], check=True)
-    return trace_path(out, n, seed, kind)
+    subprocess.run([sys.executable, os.path.abspath(__file__), "_generate", out, str(n), str(seed), kind, mix],
+                   check=True)
+    return trace_path(out, n, seed, kind, mix)
 
 
 def ensure_regions(out: str) -> str:
@@ -218,9 +229,13 @@ def measure(cmd: list[str], ok=(0,)) -> tuple[float, float]:
     return r["wall"], r["maxrss_kib"] / 1024
 
 
-def cfgaudit_cmd(trace: str, out_csv: str) -> list[str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "cfgaudit")
-    return [exe, "analyze", trace, "--snapshot", SNAPSHOT, "--kernel", KERNEL, "--format", "csv", "-o", out_csv]
+def cfgaudit_cmd(trace: str, out: str, fmt: str = "csv", src: str | None = None) -> list[str]:
+    """The measured command; with ``src``, the cfgaudit sources in that directory (a ``src/``
+    of another version, e.g. ``git archive HEAD src | tar -x -C /tmp/old``) instead."""
+    args = ["analyze", trace, "--snapshot", SNAPSHOT, "--kernel", KERNEL, "--format", fmt, "-o", out]
+    if src:
+        return ["env", f"PYTHONPATH={os.path.abspath(src)}", sys.executable, "-m", "cfgaudit"] + args
+    return [os.path.join(os.path.dirname(sys.executable), "cfgaudit")] + args
 
 
 DUCKDB_SQL = """
@@ -281,21 +296,45 @@ def fmt_size(n: int) -> str:
     return str(n)
 
 
+def median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    return ys[len(ys) // 2] if len(ys) % 2 else (ys[len(ys) // 2 - 1] + ys[len(ys) // 2]) / 2
+
+
+def case_name(c: dict) -> str:
+    return f"{fmt_size(c['n'])} {c['kind']}" + ("" if c["mix"] == "default" else f" ({c['mix']} findings)")
+
+
 def table_md(rows: list[dict], big: dict | None) -> str:
-    head = ("| events | format | cfgaudit s | cfgaudit events/s | cfgaudit peak RSS | DuckDB s | DuckDB peak RSS | "
-            "ratio (DuckDB s / cfgaudit s) | findings | identical rows |\n"
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    head = ("| trace | findings | cfgaudit csv s ([before;] median, runs) | DuckDB s (median, runs) | "
+            "cfgaudit / DuckDB | "
+            "target <= 0.7 | cfgaudit json s | json / csv | cfgaudit peak RSS | DuckDB peak RSS | identical rows |\n"
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n")
     lines = []
     for r in rows:
-        lines.append(f"| {fmt_size(r['n'])} | {r['format']} | {r['cfg_s']:.2f} | {r['n'] / r['cfg_s']:,.0f} | "
-                     f"{r['cfg_rss']:,.0f} MiB | {r['duck_s']:.2f} | {r['duck_rss']:,.0f} MiB | {r['duck_s'] / r['cfg_s']:.2f} | "
-                     f"{r['rows']:,} | {'yes' if r['identical'] else 'NO'} |")
+        ratio = r["cfg_s"] / r["duck_s"]
+        js = f"{r['json_s']:.2f}" if r.get("json_s") else "-"
+        jr = f"{r['json_s'] / r['cfg_s']:.2f}" if r.get("json_s") else "-"
+        before = f"{r['old_s']:.2f} s (ratio {r['old_s'] / r['duck_s']:.2f}); " if r.get("old_s") else ""
+        lines.append(f"| {case_name(r)} | {r['rows']:,} | {before}"
+                     f"{r['cfg_s']:.2f} ({', '.join(f'{x:.2f}' for x in r['cfg_all'])}) | "
+                     f"{r['duck_s']:.2f} ({', '.join(f'{x:.2f}' for x in r['duck_all'])}) | {ratio:.2f} | "
+                     f"{'met' if ratio <= 0.7 else 'not met'} | {js} | {jr} | {r['cfg_rss']:,.0f} MiB | "
+                     f"{r['duck_rss']:,.0f} MiB | {'yes' if r['identical'] else 'NO'} |")
     out = head + "\n".join(lines) + "\n"
     if big:
         out += (f"\nBounded memory: {fmt_size(big['n'])} events from Parquet, CSV to /dev/null: "
                 f"{big['cfg_s']:.1f} s ({big['n'] / big['cfg_s']:,.0f} events/s), peak RSS {big['cfg_rss']:,.0f} MiB"
                 + (f" (vs {big['ref_rss']:,.0f} MiB at {fmt_size(big['ref_n'])})" if big.get("ref_rss") else "") + ".\n")
     return out
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as fh:
+            return " ".join(fh.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def write_md(md_path: str, text: str, env: str) -> None:
@@ -332,6 +371,90 @@ def parse_n(s: str) -> int:
     return int(float(s))
 
 
+def parse_cases(spec: str) -> list[dict]:
+    """``10M:parquet,10M:jsonl,5M:parquet:few`` -> [{n, kind, mix}, ...]."""
+    out = []
+    for item in spec.split(","):
+        if not item:
+            continue
+        parts = item.split(":")
+        n = parse_n(parts[0].replace("M", "e6").replace("k", "e3"))
+        kind = parts[1] if len(parts) > 1 else "parquet"
+        mix = parts[2] if len(parts) > 2 else "default"
+        if kind not in ("parquet", "jsonl") or mix not in MIXES:
+            sys.exit(f"bad case {item!r}: SIZE[:parquet|jsonl[:{'|'.join(MIXES)}]]")
+        out.append(dict(n=n, kind=kind, mix=mix))
+    return out
+
+
+def _same_file(fa, fb) -> bool:
+    while True:
+        a, b = fa.read(1 << 24), fb.read(1 << 24)
+        if a != b:
+            return False
+        if not a:
+            return True
+
+
+def run_case(c: dict, args: argparse.Namespace, regions: str) -> dict:
+    """One trace: cfgaudit (csv) and DuckDB alternating, ``--rounds`` each; the conflict sets
+    compared after the first round; then cfgaudit ``--format json`` (``--json-rounds``)."""
+    trace = generate(args.out, c["n"], args.seed, c["kind"], c["mix"])
+    drop_cache_hint(trace)
+    tag = f"{c['n']}-{c['kind']}-{c['mix']}"
+    cfg_csv = os.path.join(args.out, f"cfgaudit-{tag}.csv")
+    duck_csv = os.path.join(args.out, f"duckdb-{tag}.csv")
+    cfg, duck, old, cfg_rss, duck_rss = [], [], [], 0.0, 0.0
+    same, na, nb = None, 0, 0
+    for r in range(args.rounds):
+        order = ("cfg", "duck") if r % 2 == 0 else ("duck", "cfg")
+        if args.baseline and r < args.baseline_rounds:
+            order = order + ("old",) if r % 2 == 0 else ("old",) + order
+        for who in order:
+            if who == "old":
+                old.append(measure(cfgaudit_cmd(trace, os.devnull if r else cfg_csv + ".old", src=args.baseline),
+                                   ok=(0, 1))[0])
+            elif who == "cfg":
+                s, m = measure(cfgaudit_cmd(trace, cfg_csv), ok=(0, 1))
+                cfg.append(s)
+                cfg_rss = max(cfg_rss, m)
+            else:
+                s, m = measure([sys.executable, os.path.abspath(__file__), "_duckdb", trace, regions, duck_csv])
+                duck.append(s)
+                duck_rss = max(duck_rss, m)
+        if same is None:
+            same, na, nb = json.loads(subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "_compare", cfg_csv, duck_csv,
+                 str(int(c["kind"] == "parquet"))], check=True, capture_output=True, text=True).stdout)
+            if not same:
+                sys.exit(f"conflict sets differ: {cfg_csv} vs {duck_csv}")
+            if old:  # the baseline's CSV must be the same bytes
+                with open(cfg_csv, "rb") as fa, open(cfg_csv + ".old", "rb") as fb:
+                    res_same = _same_file(fa, fb)
+                os.remove(cfg_csv + ".old")
+                print(f"  baseline CSV byte-identical: {'yes' if res_same else 'NO'}", flush=True)
+        print(f"  {case_name(c)}: round {r + 1}: cfgaudit {cfg[-1]:6.2f} s, DuckDB {duck[-1]:6.2f} s"
+              + (f", baseline {old[-1]:6.2f} s" if args.baseline and r < args.baseline_rounds else "")
+              + f" (load {load_average()})", flush=True)
+    res = dict(c, cfg_s=median(cfg), cfg_all=cfg, duck_s=median(duck), duck_all=duck, cfg_rss=cfg_rss,
+               duck_rss=duck_rss, rows=na, identical=same, json_s=None, old_s=median(old) if old else None)
+    if args.json_rounds and c["n"] <= args.json_max:
+        cfg_json = os.path.join(args.out, f"cfgaudit-{tag}.json")
+        js = [measure(cfgaudit_cmd(trace, cfg_json, "json"), ok=(0, 1))[0] for _ in range(args.json_rounds)]
+        res["json_s"] = median(js)
+        os.remove(cfg_json)
+    if not args.keep:
+        os.remove(cfg_csv)
+        os.remove(duck_csv)
+    ratio = res["cfg_s"] / res["duck_s"]
+    print(f"{case_name(c):>22}: cfgaudit {res['cfg_s']:6.2f} s  DuckDB {res['duck_s']:6.2f} s  "
+          f"cfgaudit/DuckDB {ratio:4.2f} ({'<= 0.7: met' if ratio <= 0.7 else '> 0.7: not met'})  "
+          + (f"json/csv {res['json_s'] / res['cfg_s']:4.2f}  " if res["json_s"] else "json: not run  ")
+          + (f"before {res['old_s']:6.2f} s (ratio {res['old_s'] / res['duck_s']:4.2f})  " if res["old_s"] else "")
+          + f"rows {na:,} vs {nb:,}  identical rows: {'yes' if same else 'no'}", flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_duckdb":
@@ -341,11 +464,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(compare(argv[1], argv[2], argv[3] == "1")))
         return 0
     if argv and argv[0] == "_generate":
-        ensure_trace(argv[1], int(argv[2]), int(argv[3]), argv[4])
+        ensure_trace(argv[1], int(argv[2]), int(argv[3]), argv[4], argv[5] if len(argv) > 5 else "default")
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1e6,1e7", help="event counts, comma separated (default 1e6,1e7)")
-    ap.add_argument("--jsonl-max", type=parse_n, default=10 ** 7, help="JSONL only up to this many events")
+    ap.add_argument("--cases", default="10M:parquet,10M:jsonl,5M:parquet:few",
+                    help="traces, SIZE:FORMAT[:MIX] comma separated (default: issue 10's three)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each side per trace, alternating (default 3)")
+    ap.add_argument("--json-rounds", type=int, default=1, help="cfgaudit --format json runs per trace (0: none)")
+    ap.add_argument("--json-max", type=parse_n, default=5 * 10 ** 6,
+                    help="--format json only up to this many events (default 5e6: json is not streamed, and "
+                         "3M findings would need tens of GiB)")
+    ap.add_argument("--baseline", metavar="SRC", help="also time this cfgaudit source tree (a src/ directory)")
+    ap.add_argument("--baseline-rounds", type=int, default=1, help="baseline runs per trace (default 1)")
     ap.add_argument("--big", type=parse_n, default=10 ** 8, help="bounded-memory run size (0: skip)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-out"))
@@ -353,48 +483,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-md", action="store_true", help="rewrite the table in BENCHMARKS.md")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    sizes = [parse_n(s) for s in args.sizes.split(",") if s]
+    cases = parse_cases(args.cases)
     regions = os.path.join(args.out, "regions.parquet")
     subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
                     f"import run; run.ensure_regions({args.out!r})"], check=True)
-    rows: list[dict] = []
-    for n in sizes:
-        for kind in ("parquet", "jsonl"):
-            if kind == "jsonl" and n > args.jsonl_max:
-                continue
-            trace = generate(args.out, n, args.seed, kind)
-            drop_cache_hint(trace)
-            cfg_csv = os.path.join(args.out, f"cfgaudit-{n}-{kind}.csv")
-            duck_csv = os.path.join(args.out, f"duckdb-{n}-{kind}.csv")
-            cfg_s, cfg_rss = measure(cfgaudit_cmd(trace, cfg_csv), ok=(0, 1))
-            duck_s, duck_rss = measure([sys.executable, os.path.abspath(__file__), "_duckdb", trace, regions, duck_csv])
-            same, na, nb = json.loads(subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "_compare", cfg_csv, duck_csv, str(int(kind == "parquet"))],
-                check=True, capture_output=True, text=True).stdout)
-            r = dict(n=n, format=kind, cfg_s=cfg_s, cfg_rss=cfg_rss, duck_s=duck_s, duck_rss=duck_rss, rows=na,
-                     identical=same)
-            rows.append(r)
-            print(f"{fmt_size(n):>5} {kind:8} cfgaudit {cfg_s:7.2f} s {n / cfg_s:>12,.0f} ev/s {cfg_rss:7,.0f} MiB | "
-                  f"DuckDB {duck_s:7.2f} s {duck_rss:7,.0f} MiB | ratio {duck_s / cfg_s:5.2f} | rows {na:,} vs {nb:,} "
-                  f"identical: {'yes' if same else 'NO'}", flush=True)
-            if not same:
-                sys.exit(f"conflict sets differ: {cfg_csv} vs {duck_csv}")
-            if not args.keep:
-                os.remove(cfg_csv)
-                os.remove(duck_csv)
+    print(f"# load average at start: {load_average()} ({os.cpu_count()} cores)", flush=True)
+    rows = [run_case(c, args, regions) for c in cases]
     big = None
     if args.big:
         trace = generate(args.out, args.big, args.seed, "parquet")
         cfg_s, cfg_rss = measure(cfgaudit_cmd(trace, os.devnull), ok=(0, 1))
-        ref = max((r for r in rows if r["format"] == "parquet"), key=lambda r: r["n"], default=None)
+        ref = max((r for r in rows if r["kind"] == "parquet"), key=lambda r: r["n"], default=None)
         big = dict(n=args.big, cfg_s=cfg_s, cfg_rss=cfg_rss, ref_rss=ref and ref["cfg_rss"], ref_n=ref and ref["n"])
         print(f"{fmt_size(args.big):>5} parquet  cfgaudit {cfg_s:7.2f} s {args.big / cfg_s:>12,.0f} ev/s "
-              f"{cfg_rss:7,.0f} MiB (CSV to /dev/null)", flush=True)
+              f"{cfg_rss:7,.0f} MiB (CSV to /dev/null; target <= 600 MiB: {'met' if cfg_rss <= 600 else 'not met'})",
+              flush=True)
+    print(f"# load average at end: {load_average()}")
     text = table_md(rows, big)
     print()
     print(text)
     if args.write_md:
-        write_md(os.path.join(ROOT, "BENCHMARKS.md"), text, environment().replace("{seed}", str(args.seed)))
+        write_md(os.path.join(ROOT, "BENCHMARKS.md"), text,
+                 environment().replace("{seed}", str(args.seed)) + f"Load average at the end: {load_average()}.\n")
     return 0
 
 

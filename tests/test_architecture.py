@@ -197,6 +197,58 @@ def test_nothing_edits_sys_path() -> None:
                 pytest.fail(f"{mod}:{node.lineno} edits sys.path")
 
 
+# ---------------------------------------------------------------------------- start-up (issue 10)
+
+# report/ modules cli.py may import at its top: they load neither pandas nor pyarrow. The others
+# (render, frames, csvout) it reaches as `report.render`, loaded on first use.
+CLI_EAGER_REPORT = {"report", "report.inventory", "report.listing", "report.live", "report.progress"}
+
+
+def _cli_eager_violations(source: str) -> list[str]:
+    """What cli.py (``source``) resolves at import time that start-up must not pay for: names taken
+    from the package root (``from . import open_devices``: the package then loads their module at
+    once), and report/ modules outside CLI_EAGER_REPORT. ``import cfgaudit`` and ``from . import
+    report`` are fine: names are looked up on them when a command runs."""
+    bad: list[str] = []
+    tree = ast.parse(source)
+    for node in tree.body:
+        imps = _cfgaudit_imports("cli", ast.Module(body=[node], type_ignores=[]))
+        if isinstance(node, ast.ImportFrom) and PKG in imps:
+            bad += [f"{node.lineno}: from the package: {a.name}" for a in node.names if not _is_module(a.name)]
+        bad += [f"{node.lineno}: {i} at import time" for i in sorted(imps)
+                if _top(i) == "report" and i not in CLI_EAGER_REPORT]
+    return bad
+
+
+def test_cli_resolves_library_names_when_a_command_runs() -> None:
+    with open(os.path.join(SRC, "cli.py")) as fh:
+        bad = _cli_eager_violations(fh.read())
+    assert not bad, "cli.py: " + "; ".join(bad) + " (see docs/ARCHITECTURE.md: start-up)"
+
+
+def test_cli_start_up_rule_catches_what_it_should() -> None:
+    ok = "import click\nimport cfgaudit\nfrom . import report\nfrom .errors import UsageError\n" \
+         "from .report.listing import LISTING_FORMATS\n"
+    assert _cli_eager_violations(ok) == []
+    eager = "from . import open_devices, errors\nfrom .report.render import RENDERERS\nfrom .report import frames\n"
+    assert _cli_eager_violations(eager) == ["1: from the package: open_devices", "2: report.render at import time",
+                                            "3: report.frames at import time"]
+
+
+# What `cfgaudit devices` and `regions` load (regions/ and the leaves they use): no array libraries.
+ARRAY_LIBRARIES = {"numpy", "pyarrow", "pandas"}
+PLAIN_MODULES = {"errors", "hostpaths", "pci_regs"}
+
+
+def test_regions_load_no_array_libraries() -> None:
+    for mod, path in _modules():
+        if _top(mod) == "regions" or mod in PLAIN_MODULES:
+            ext = {_top(n) for n in _external_imports(_tree(path))} & ARRAY_LIBRARIES
+            assert not ext, f"{mod} imports {sorted(ext)}: regions/ stay plain Python (docs/ARCHITECTURE.md: start-up)"
+            leaves = {i for i in _cfgaudit_imports(mod, _tree(path)) if _top(i) in LEAVES}
+            assert leaves <= PLAIN_MODULES, f"{mod} imports {sorted(leaves - PLAIN_MODULES)}, which load pyarrow"
+
+
 # ---------------------------------------------------------------------------- no mid-file imports
 
 def _is_type_checking(node: ast.stmt) -> bool:

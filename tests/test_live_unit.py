@@ -15,7 +15,7 @@ from cfgaudit import probes
 from cfgaudit.errors import BackendError
 from cfgaudit.events import RECORD_FIELDS, RECORD_LAYOUTS, RECORD_TYPES, arrow_schema, c_header, record_size
 from cfgaudit.hostpaths import HostPaths
-from cfgaudit.probes import bccutil, session, syscalls
+from cfgaudit.probes import bccutil, bpfcache, session, syscalls
 from cfgaudit.probes.session import Batch, LiveOptions, Notice, SessionStats
 from support import BDF, make_fake_tree, run_cli
 
@@ -70,14 +70,15 @@ def test_generated_header_covers_every_record_layout() -> None:
 
 def test_common_header_is_shared_and_defaults_are_one() -> None:
     common = _read(bccutil.COMMON_HEADER)
-    for const in ("TARGET_PID", "FOLLOW", "TRACE_READS", "RINGBUF_PAGES"):
+    for const in ("FOLLOW", "TRACE_READS", "RINGBUF_PAGES"):
         assert f"#ifndef {const}" in common
+    assert "TARGET_PID" not in common and "BPF_ARRAY(target_pid, u32, 1)" in common  # -p: a map, filled at load
     assert re.search(r"#define RINGBUF_PAGES (\d+)", common)[1] == str(LiveOptions().buffer_pages)
     for prog in ("cfgaudit_kernel.bpf.c", "cfgaudit_syscalls.bpf.c"):
         src = _read(prog)
         assert '#include "cfgaudit_common.bpf.h"' in src
         for shared in ("BPF_RINGBUF_OUTPUT", "BPF_PERCPU_ARRAY(lost", "BPF_ARRAY(next_id", "BPF_HASH(traced",
-                       "count_lost(void)", "#define RINGBUF_PAGES", "#define TARGET_PID", "int wanted("):
+                       "count_lost(void)", "#define RINGBUF_PAGES", "BPF_ARRAY(target_pid", "int wanted("):
             assert shared not in src, (prog, shared)
 
 
@@ -93,7 +94,8 @@ def test_constants_are_compiler_flags_never_splicing() -> None:
     s = object.__new__(syscalls.SyscallSession)
     s.opts = LiveOptions(paths=HostPaths(sysfs="/x/sy\"s", procfs="/p"), pid=7, follow=True, buffer_pages=8)
     flags = bccutil.define_flags(s.constants())
-    assert "-DTARGET_PID=7" in flags and "-DFOLLOW=1" in flags and "-DTRACE_READS=0" in flags
+    assert "-DFOLLOW=1" in flags and "-DTRACE_READS=0" in flags
+    assert not any("TARGET_PID" in f for f in flags)  # the pid is a map value: one compile serves every -p
     assert "-DRINGBUF_PAGES=8" in flags and '-DPROCFS_PATH="/p"' in flags
     assert '-DSYSFS_PATH="/x/sy\\"s"' in flags
     with pytest.raises(BackendError, match="control characters"):
@@ -101,7 +103,7 @@ def test_constants_are_compiler_flags_never_splicing() -> None:
     src = _read(syscalls.SYSCALL_PROGRAM)
     for const in ("SYSFS_PATH", "PROCFS_PATH"):
         assert f"#ifndef {const}" in src
-    for mod in (session, syscalls, bccutil, probes.kernel):
+    for mod in (session, syscalls, bccutil, bpfcache, probes.kernel):
         with open(mod.__file__) as fh:
             code = fh.read()
         assert ".replace(" not in code and not re.search(r"sys\.path\.(append|insert)|sys\.path\s*=", code), \

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cfgaudit.analyze.kernel import is_exclusive_many
 from cfgaudit.regions import RegionRegistry
 
 U64 = (1 << 64) - 1
@@ -146,7 +147,7 @@ def test_registry_matches_kernel_transcription(seq, strict) -> None:
     import numpy as np
     offs = np.array([p & U64 for p in probes], dtype=np.uint64)
     for size in (0, 1, 2, 4, 0x18):
-        vec = reg.is_exclusive_many(bdf, offs, np.full(offs.shape, size, dtype=np.uint64))
+        vec = is_exclusive_many(reg, bdf, offs, np.full(offs.shape, size, dtype=np.uint64))
         assert list(vec) == [ref.is_exclusive(int(o), size) for o in offs]
 
 

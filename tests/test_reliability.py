@@ -56,12 +56,12 @@ def test_objects_only_prescan() -> None:
 
 
 def test_internal_error_has_its_own_exit_code(monkeypatch) -> None:
-    import cfgaudit.cli
+    import cfgaudit
 
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(cfgaudit.cli, "open_devices", boom)
+    monkeypatch.setattr(cfgaudit, "open_devices", boom)  # the CLI looks library names up when a command runs
     code, out, err = run_cli("devices", "--lspci-dump", QEMU_CXL)
     assert code == EXIT_INTERNAL and code not in (0, 1, 2)
     lines = err.strip().splitlines()
@@ -156,12 +156,12 @@ def test_bad_live_options_are_usage_errors(args: list[str], msg: str) -> None:
 
 
 def test_interrupt_is_an_error_line(monkeypatch) -> None:
-    import cfgaudit.cli
+    import cfgaudit
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cfgaudit.cli, "open_devices", interrupted)
+    monkeypatch.setattr(cfgaudit, "open_devices", interrupted)
     code, out, err = run_cli("devices", "--lspci-dump", QEMU_CXL)
     assert code == 130 and err.strip() == "Error: interrupted"
 

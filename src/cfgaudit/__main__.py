@@ -1,10 +1,12 @@
 """The ``cfgaudit`` program: ``python -m cfgaudit`` and the installed script both start here.
 
-Start-up loads pandas, pyarrow and click (about a second on a slow host). A Ctrl-C in that second
-must end like any other interrupt (``Error: interrupted``, exit 130), not with a traceback, so the
-signal dispositions are set before the command line's modules load. ``cfgaudit/__init__.py`` loads
-its names lazily so that importing this module costs nothing: the handler is in place some 15 ms
-after the interpreter starts (before that, in the interpreter's own start, Python's default applies).
+Start-up loads click and the command line; a command then loads what it uses (pandas and pyarrow
+for a report: about a second on a slow host). A Ctrl-C at any point must end like any other
+interrupt (``Error: interrupted``, exit 130), not with a traceback, so the signal dispositions are
+set before the command line's modules load (once it runs, main() turns a Ctrl-C into that line).
+``cfgaudit/__init__.py`` loads its names lazily so that importing this module costs nothing: the
+handler is in place some 15 ms after the interpreter starts (before that, in the interpreter's own
+start, Python's default applies).
 """
 from __future__ import annotations
 

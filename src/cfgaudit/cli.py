@@ -3,6 +3,12 @@
 Presentation lives here and in report/: the library returns data and Reports. Errors are
 translated once, here: a :class:`~cfgaudit.errors.CfgauditError` or a usage error prints one
 line ``Error: ...`` on stderr and exits 2.
+
+Start-up imports only what the command uses: library names are looked up as ``cfgaudit.NAME``
+when a command runs (the package loads them on first use), ``report.render`` likewise, and the
+``--format``/``--fail-on`` choices of the trace commands when their help or options are read
+(:class:`_LaterChoice`). So ``cfgaudit --help`` loads click alone, ``devices`` the regions package,
+and neither numpy, pyarrow nor pandas (tests/test_startup.py; BENCHMARKS.md "Start-up").
 """
 from __future__ import annotations
 
@@ -14,43 +20,47 @@ import sys
 import time
 import traceback
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 
-from . import (
-    FAIL_LEVELS,
-    Analysis,
-    HostPaths,
-    LiveBatch,
-    LiveRun,
-    Sources,
-    TraceConfig,
-    devices_rows,
-    doctor_rows,
-    failing,
-    open_analysis,
-    open_devices,
-    prepare_host,
-    regions_rows,
-    registry_for,
-    render_report,
-    resolve_command,
-    run_analysis,
-    write_snapshot,
-)
-from . import (
-    replay as replay_analysis,
-)
+import cfgaudit
+
+from . import report
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, CfgauditError, OutputError, UsageError
 from .report.inventory import render_devices, render_doctor, render_regions
 from .report.listing import LISTING_FORMATS
 from .report.live import LIVE_HEADER, event_lines, live_lines, notice_line, summary_lines, unknown_device_lines
 from .report.progress import Progress
-from .report.render import FORMATS as REPORT_FORMATS
-from .report.render import RENDERERS, render
 
 FORMATS = LISTING_FORMATS
+
+
+class _LaterChoice(click.Choice):
+    """A :class:`click.Choice` whose names are looked up when first needed (the command's
+    ``--help``, or parsing its options), not when the command line is built: the report formats
+    are the rows of ``report.render.RENDERERS`` and the gate levels ``cfgaudit.FAIL_LEVELS``,
+    and loading either loads pandas and pyarrow."""
+
+    _choices: tuple[str, ...]
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        super().__init__(())
+        self._names: Callable[[], Sequence[str]] | None = names
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._names is not None:
+            self._choices, self._names = tuple(self._names()), None
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        self._choices = tuple(value)
+
+
+REPORT_FORMATS = _LaterChoice(lambda: report.render.FORMATS)
+FAIL_LEVELS = _LaterChoice(lambda: cfgaudit.FAIL_LEVELS)
 
 
 def _nonempty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -127,8 +137,8 @@ def rule_options(f: Callable) -> Callable:
     return f
 
 
-def _sources(sysfs_path, lspci_dumps, snapshot, drivers) -> Sources:
-    return Sources(sysfs_path, list(lspci_dumps), snapshot, list(drivers))
+def _sources(sysfs_path, lspci_dumps, snapshot, drivers) -> cfgaudit.Sources:
+    return cfgaudit.Sources(sysfs_path, list(lspci_dumps), snapshot, list(drivers))
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -179,8 +189,8 @@ def devices(sysfs_path, lspci_dumps, snapshot, drivers, fmt, output) -> None:
       cfgaudit devices --lspci-dump cxl.txt --format json
       cfgaudit devices --sysfs-path /tmp/fake-sysfs --format csv
     """
-    ds = open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    text = render_devices(devices_rows(ds), fmt)
+    ds = cfgaudit.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    text = render_devices(cfgaudit.devices_rows(ds), fmt)
     _warn(ds.warnings)
     _emit(text, output)
 
@@ -204,9 +214,9 @@ def regions(sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_re
       cfgaudit regions --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci --kernel 6.2.0
       cfgaudit regions --snapshot host.json --claims site-claims.toml --format json
     """
-    ds = open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    res = registry_for(ds, kernel, claims, iomem_relaxed)
-    text = render_regions(regions_rows(res), fmt, str(res.kernel), res.iomem_relaxed)
+    ds = cfgaudit.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    res = cfgaudit.registry_for(ds, kernel, claims, iomem_relaxed)
+    text = render_regions(cfgaudit.regions_rows(res), fmt, str(res.kernel), res.iomem_relaxed)
     _warn(ds.warnings + res.warnings)
     _emit(text, output)
 
@@ -230,8 +240,8 @@ def snapshot(sysfs_path, lspci_dumps, snapshot, drivers, output, kernel, iomem_r
       sudo cfgaudit snapshot -o host.json
       cfgaudit snapshot --lspci-dump cxl.txt --driver 0d:00.0=cxl_pci --kernel 6.2.0 -o cxl.json
     """
-    ds = open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    n = write_snapshot(ds, output, kernel=kernel, iomem_relaxed=iomem_relaxed, host=host)
+    ds = cfgaudit.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
+    n = cfgaudit.write_snapshot(ds, output, kernel=kernel, iomem_relaxed=iomem_relaxed, host=host)
     _warn(ds.warnings)
     click.echo(f"{output}: {n} devices", err=True)
 
@@ -248,15 +258,15 @@ def trace_options(f: Callable) -> Callable:
 
 
 def _analysis(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
-              speed: float = 0.0) -> tuple[Analysis, int]:
+              speed: float = 0.0) -> tuple[cfgaudit.Analysis, int]:
     """Open an analysis and show its warnings so far; returns it with the number shown."""
-    a = open_analysis(list(traces), _sources(sysfs_path, lspci_dumps, snapshot, drivers), kernel, claims,
+    a = cfgaudit.open_analysis(list(traces), _sources(sysfs_path, lspci_dumps, snapshot, drivers), kernel, claims,
                       iomem_relaxed, reads, skip_bad, speed)
     _warn(a.warnings)
     return a, len(a.warnings)
 
 
-def _finish(summary: dict, a: Analysis, shown: int) -> None:
+def _finish(summary: dict, a: cfgaudit.Analysis, shown: int) -> None:
     _warn(a.warnings[shown:])
     if summary.get("skipped"):
         click.echo(f"Warning: skipped {summary['skipped']} malformed trace line(s)", err=True)
@@ -271,7 +281,7 @@ def _finish(summary: dict, a: Analysis, shown: int) -> None:
 @source_options
 @rule_options
 @trace_options
-@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
+@click.option("--format", "fmt", type=REPORT_FORMATS, default="table", show_default=True,
               help="report format")
 @output_option
 def analyze(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
@@ -293,18 +303,18 @@ def analyze(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, 
                          skip_bad)
     progress = Progress(a.total_bytes)
     try:
-        if output and RENDERERS[fmt].stream is not None:  # streamed: bounded memory, straight to the file
+        if output and report.render.RENDERERS[fmt].stream is not None:  # streamed: bounded memory, straight to the file
             try:
                 with open(output, "w", newline="") as fh:
-                    rep = render_report(a, fmt, fh, progress)
+                    rep = cfgaudit.render_report(a, fmt, fh, progress)
             except OSError as err:
                 raise CfgauditError(f"cannot write: {err.strerror}", path=output) from err
         elif output:  # the whole document, written once the analysis succeeded
             buf = io.StringIO()
-            rep = render_report(a, fmt, buf, progress)
+            rep = cfgaudit.render_report(a, fmt, buf, progress)
             _emit(buf.getvalue(), output)
         else:
-            rep = render_report(a, fmt, sys.stdout, progress)
+            rep = cfgaudit.render_report(a, fmt, sys.stdout, progress)
     finally:
         progress.done()
     _finish(rep.summary, a, shown)
@@ -316,9 +326,9 @@ def analyze(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, 
 @source_options
 @rule_options
 @trace_options
-@click.option("--fail-on", type=click.Choice(FAIL_LEVELS), default="exclusive", show_default=True,
+@click.option("--fail-on", type=FAIL_LEVELS, default="exclusive", show_default=True,
               help="lowest kind of finding that fails the check")
-@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
+@click.option("--format", "fmt", type=REPORT_FORMATS, default="table", show_default=True,
               help="report format (github, sarif and junit suit CI)")
 @output_option
 def check(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, iomem_relaxed, reads, skip_bad,
@@ -335,12 +345,12 @@ def check(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, io
                          skip_bad)
     progress = Progress(a.total_bytes)
     try:
-        rep = run_analysis(a, progress)
+        rep = cfgaudit.run_analysis(a, progress)
     finally:
         progress.done()
-    _emit(render(rep, fmt), output)
+    _emit(report.render.render(rep, fmt), output)
     _finish(rep.summary, a, shown)
-    return 1 if failing(rep, fail_on) else 0
+    return 1 if cfgaudit.failing(rep, fail_on) else 0
 
 
 @cli.command()
@@ -368,13 +378,13 @@ def replay(traces, sysfs_path, lspci_dumps, snapshot, drivers, kernel, claims, i
         for line in live_lines(f, t0, verbose):
             click.echo(line)
 
-    rep = replay_analysis(a, show)
+    rep = cfgaudit.replay(a, show)
     s = rep.summary
     click.echo(f"{s['events']} events, {s['writes']} writes: {s['writes_with_findings']} hit owned bytes "
                f"({s['exclusive_writes']} exclusive, {s['managed_writes']} managed); "
                f"the kernel would taint on {s['kernel_taints']}")
     _finish(rep.summary, a, shown)
-    return 1 if failing(rep, "managed") else 0
+    return 1 if cfgaudit.failing(rep, "managed") else 0
 
 
 def live_options(f: Callable) -> Callable:
@@ -435,16 +445,16 @@ class _Stop:
 
 
 def _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
-                 buffer_pages, pid=0, duration=None) -> TraceConfig:
-    return TraceConfig(backend=backend, paths=HostPaths().with_(sysfs=sysfs_path, procfs=procfs_path), pid=pid,
-                       comm=comm, bdfs=list(bdfs), duration_s=duration, reads=reads, output=output, kernel=kernel,
-                       claims=list(claims), iomem_relaxed=iomem_relaxed, buffer_pages=buffer_pages,
-                       drivers=list(drivers))
+                 buffer_pages, pid=0, duration=None) -> cfgaudit.TraceConfig:
+    paths = cfgaudit.HostPaths().with_(sysfs=sysfs_path, procfs=procfs_path)
+    return cfgaudit.TraceConfig(backend=backend, paths=paths, pid=pid, comm=comm, bdfs=list(bdfs), duration_s=duration,
+                                reads=reads, output=output, kernel=kernel, claims=list(claims),
+                                iomem_relaxed=iomem_relaxed, buffer_pages=buffer_pages, drivers=list(drivers))
 
 
-def _printer(verbose: bool, err: bool) -> Callable[[LiveBatch], None]:
+def _printer(verbose: bool, err: bool) -> Callable[[cfgaudit.LiveBatch], None]:
     """Prints a live batch: unmediated-access notices, findings (and with -v every other access)."""
-    def show(b: LiveBatch) -> None:
+    def show(b: cfgaudit.LiveBatch) -> None:
         for w in b.warnings:
             click.echo(f"Warning: {w}", err=True)
         for n in b.notices:
@@ -478,16 +488,17 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
       sudo cfgaudit trace -o cxl.jsonl --bdf 0d:00.0 -d 60
       sudo cfgaudit trace -n setpci -v --kernel 6.2.0   # what a 6.2 kernel would have said
     """
-    paths = HostPaths()
+    paths = cfgaudit.HostPaths()
     if pid is not None and not os.path.isdir(os.path.join(paths.proc, str(pid))):
         raise UsageError(f"-p {pid}: no such process")
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages, pid or 0, duration)
     stop = _Stop(duration)
     try:
-        live = LiveRun(cfg, on_batch=_printer(verbose, err=False))
+        live = cfgaudit.LiveRun(cfg, on_batch=_printer(verbose, err=False))
         _warn(live.warnings)
         with live:
+            _warn(live.load_warnings)
             stop.arm()
             click.echo("Tracing config-space writes ... Ctrl-C to end.")
             click.echo(LIVE_HEADER)
@@ -504,7 +515,7 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @live_options
-@click.option("--fail-on", type=click.Choice(FAIL_LEVELS), default="exclusive", show_default=True,
+@click.option("--fail-on", type=FAIL_LEVELS, default="exclusive", show_default=True,
               help="lowest kind of finding that makes the run fail (exit 1)")
 @click.option("--wait-descendants", type=float, callback=_seconds_or_0, metavar="SECONDS",
               help="once CMD exits, follow its descendants still running at most this long "
@@ -528,7 +539,7 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
       sudo cfgaudit run --fail-on managed -o run.jsonl -- setpci -s 0d:00.0 CAP_EXP+10.w=0:3
       sudo cfgaudit run --wait-descendants 30 -- ./start-daemons.sh
     """
-    resolve_command(list(cmd))  # a command that cannot run is a usage error before any probe loads
+    cfgaudit.resolve_command(list(cmd))  # a command that cannot run is a usage error before any probe loads
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages)
 
@@ -539,9 +550,10 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
 
     stop = _Stop()
     try:
-        live = LiveRun(cfg, follow=True, on_batch=_printer(verbose, err=True))
+        live = cfgaudit.LiveRun(cfg, follow=True, on_batch=_printer(verbose, err=True))
         _warn(live.warnings)
         with live:
+            _warn(live.load_warnings)
             if stop():  # interrupted while the probes loaded: CMD never starts
                 raise click.exceptions.Abort()
             click.echo(LIVE_HEADER, err=True)
@@ -551,10 +563,10 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
         stop.restore()
     for line in summary_lines(rep.summary):
         click.echo(f"cfgaudit: {line}", err=True)
-    if failing(rep, fail_on):
+    if cfgaudit.failing(rep, fail_on):
         if rep.summary.get("record_error"):
             click.echo(f"Warning: {rep.summary['record_error']}", err=True)
-        why = [f"writes into owned bytes at or above '{fail_on}'"] if failing(rep.findings, fail_on) else []
+        why = [f"writes into owned bytes at or above '{fail_on}'"] if cfgaudit.failing(rep.findings, fail_on) else []
         if fail_on == "managed" and rep.summary.get("unknown_device_writes"):
             why.append("writes to devices not in the sources")
         click.echo(f"cfgaudit: FAIL: {'; '.join(why)}", err=True)
@@ -577,11 +589,11 @@ def doctor(fmt, fix) -> int:
       cfgaudit doctor --format json
       sudo cfgaudit doctor --fix
     """
-    paths = HostPaths()
+    paths = cfgaudit.HostPaths()
     if fix:
-        for line in prepare_host(paths):
+        for line in cfgaudit.prepare_host(paths):
             click.echo(f"doctor: {line}", err=True)
-    click.echo(render_doctor(doctor_rows(paths), fmt), nl=False)
+    click.echo(render_doctor(cfgaudit.doctor_rows(paths), fmt), nl=False)
     return 0
 
 

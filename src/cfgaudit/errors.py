@@ -3,17 +3,19 @@
 Every error a user can cause (bad input file, bad option, missing backend) is a
 :class:`CfgauditError`. The CLI translates it once, at its edge, into a one-line
 ``Error: ...`` on stderr and exit code 2; library users catch the class itself.
-:func:`open_input` opens a user-given input file (regular files only), its OSErrors already
-translated.
+:func:`open_input` opens a user-given input file (regular files only), :func:`create_output` a file
+cfgaudit writes (traces, snapshots), their OSErrors already translated.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import BinaryIO
 
 __all__ = ["CfgauditError", "InputError", "OutputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS",
-           "EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_CODES", "open_input"]
+           "EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_CODES", "open_input", "create_output",
+           "LINK_REFUSED", "is_utf8_text"]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -105,3 +107,39 @@ def open_input(path: str, what: str, max_bytes: int | None = None) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def is_utf8_text(s: str) -> bool:
+    """False for text that cannot be UTF-8 (JSON's lone surrogate escapes, such as "\\ud800"):
+    input a trace, snapshot or header field must not hold."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+LINK_REFUSED = "is a symbolic link: give the real path (cfgaudit does not write through links)"
+
+
+def create_output(path: str, what: str = "trace") -> int:
+    """Open ``path`` for a new trace or snapshot (fd; ``what`` names the file in messages). A new
+    file is made mode 0600 (traces and snapshots hold config bytes non-root cannot read); an
+    existing file is truncated and keeps its mode; a symbolic link is refused (no writing through
+    a link); a device (``/dev/null``) is written, never chmodded. Here, not in the trace writer,
+    so that ``cfgaudit snapshot`` does not load the trace formats (pyarrow) to open its file."""
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o600)  # whatever the umask
+            return fd
+        except FileExistsError:
+            fd = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(LINK_REFUSED, path=path) from err
+        raise InputError(f"cannot create {what}: {err.strerror}", path=path) from err
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.ftruncate(fd, 0)
+    return fd

@@ -13,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .errors import is_utf8_text  # here for the trace reader; in errors.py so regions/ need no pyarrow
+
 __all__ = ["Field", "FIELDS", "REQUIRED", "OPS", "VIAS", "ConfigAccess", "arrow_schema", "json_schema",
            "validate_row", "BDF_RE", "INT64_MAX", "is_utf8_text"]
 
@@ -97,15 +99,6 @@ INT64_MAX = (1 << 63) - 1  # every integer field is an Arrow int64
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_utf8_text(s: str) -> bool:
-    """False for text that cannot be UTF-8 (JSON's lone surrogate escapes, such as "\\ud800")."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def validate_row(d: Any) -> str | None:

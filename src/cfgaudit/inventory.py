@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from .errors import create_output
 from .hostpaths import DEFAULT, HostPaths
-from .probes.tracefile import _create
 from .regions import (
     DeviceSet,
     RegistryResult,
@@ -100,5 +100,5 @@ def write_snapshot(ds: DeviceSet, path: str, kernel: str | None = None, iomem_re
     device_views(ds)  # fills in config_size where the source did not give it
     # config bytes non-root cannot read: a new file is 0600, never written through a symbolic link,
     # and a device (/dev/null) is written, never chmodded
-    save_snapshot(ds, path, fd=_create(path, "snapshot"))
+    save_snapshot(ds, path, fd=create_output(path, "snapshot"))
     return len(ds.devices)

@@ -200,6 +200,7 @@ class LiveRun:
         self.report: Report | None = None
         self.still_running: list[int] = []  # cfgaudit run: descendants still running at the end (pids)
         self.record_error: str | None = None  # why the trace file stopped early (disk full, ...), if it did
+        self.load_warnings: list[str] = []  # from loading the probes (a BPF cache that could not be used)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LiveRun":
@@ -213,6 +214,7 @@ class LiveRun:
     def open(self) -> None:
         """Load and attach the probes, then create the trace file (a failed load leaves no file)."""
         self.session = self.backend.open(self.options)
+        self.load_warnings = list(getattr(self.session, "warnings", []))
         if self.cfg.output:
             try:
                 self.writer = TraceWriter(self.partial or self.cfg.output, self.header)

@@ -9,8 +9,9 @@ and the kernel's own verdict on the write. The stages, each over a whole chunk o
 * :mod:`.doe`: the sense of writes into DOE mailboxes;
 * :mod:`.findings`: the findings field table, and the findings table assembled from the rest.
 
-:meth:`Analyzer.feed_arrow` gives the findings as an Arrow table (string columns may be
-dictionary-encoded); :meth:`Analyzer.feed` as a pandas DataFrame with :data:`.findings.FINDING_COLUMNS`.
+:meth:`Analyzer.feed_arrow` gives the findings as an Arrow table (columns may be
+dictionary-encoded; the region columns are); :meth:`Analyzer.feed` as a pandas DataFrame with
+:data:`.findings.FINDING_COLUMNS`.
 Offsets and sizes are bytes; times are ns.
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Analyzer:
 
     def feed_arrow(self, t: pa.Table) -> pa.Table | None:
         """Findings for one chunk as an Arrow table (columns and order of :data:`.findings.FINDING_COLUMNS`;
-        string columns may be dictionary-encoded), or ``None`` when the chunk has none."""
+        columns may be dictionary-encoded), or ``None`` when the chunk has none."""
         n = t.num_rows
         base = self._next_index
         self._next_index += n

@@ -53,16 +53,38 @@ class Mailbox:
     dwords: list[int] = field(default_factory=list)
 
 
+def _overlaps(mb: Mailbox, offset: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Per access of ``mb``'s device: does it touch a byte of the mailbox?"""
+    return (offset < mb.cap + PCI_DOE_CAP_SIZEOF) & (offset + size > mb.cap)
+
+
 def protocol_names(dw0: np.ndarray) -> pa.Array:
     """The protocol of each data object whose first header dword is ``dw0`` (vendor ID bits 15:0,
-    data object type bits 23:16), as :data:`~cfgaudit.pci_regs.DOE_PROTOCOLS` names it."""
+    data object type bits 23:16), as :data:`~cfgaudit.pci_regs.DOE_PROTOCOLS` names it; any other
+    is "vendor-defined (vendor VVVV type 0xT)". Whole-array work: no Python step per value."""
     key = dw0.astype(np.int64) & (PCI_DOE_DATA_OBJECT_HEADER_1_VID | PCI_DOE_DATA_OBJECT_HEADER_1_TYPE)
     uniq, inv = np.unique(key, return_inverse=True)
-    names = []
-    for u in uniq.tolist():
-        vendor, kind = u & PCI_DOE_DATA_OBJECT_HEADER_1_VID, (u & PCI_DOE_DATA_OBJECT_HEADER_1_TYPE) >> 16
-        names.append(DOE_PROTOCOLS.get((vendor, kind), f"vendor-defined (vendor {vendor:04x} type {kind:#x})"))
-    return pa.array(names, type=pa.string()).take(pa.array(inv.reshape(-1)))
+    vendor, kind = uniq & PCI_DOE_DATA_OBJECT_HEADER_1_VID, (uniq & PCI_DOE_DATA_OBJECT_HEADER_1_TYPE) >> 16
+    known = np.full(uniq.size, -1, dtype=np.int64)
+    for j, (v, k) in enumerate(_KNOWN_PROTOCOLS):
+        known[(vendor == v) & (kind == k)] = j
+    names = _join(["vendor-defined (vendor ", _hex4(vendor), " type ", _TYPE_HEX.take(pa.array(kind)), ")"])
+    if (known >= 0).any():
+        names = pc.if_else(pa.array(known >= 0), _KNOWN_NAMES.take(pa.array(np.maximum(known, 0))), names)
+    return names.take(pa.array(inv.reshape(-1)))
+
+
+_KNOWN_PROTOCOLS = list(DOE_PROTOCOLS)
+_KNOWN_NAMES = pa.array([DOE_PROTOCOLS[p] for p in _KNOWN_PROTOCOLS], type=pa.string())
+_TYPE_HEX = pa.array([f"{i:#x}" for i in range(256)], type=pa.string())  # data object types are 8 bits
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex4(v: np.ndarray) -> pa.Array:
+    """Four lower-case hex digits of each value (bits 15:0)."""
+    chars = _HEX_DIGITS[(v[:, None] >> np.array([12, 8, 4, 0])) & 15].astype(np.uint8)
+    offsets = np.arange(0, 4 * v.size + 1, 4, dtype=np.int32)
+    return pa.StringArray.from_buffers(v.size, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars)))
 
 
 def _join(parts: list[str | pa.Array]) -> pa.Array:
@@ -99,7 +121,7 @@ class DoeDecoder:
         m = np.zeros(sel.size, dtype=bool)
         d, o, s = dev[sel], offset[sel], size[sel]
         for mb in self.mailboxes:
-            m |= (d == mb.code) & (o < mb.cap + PCI_DOE_CAP_SIZEOF) & (o + s > mb.cap)
+            m |= (d == mb.code) & _overlaps(mb, o, s)
         rows = sel[m]
         return rows[is_write[rows]]
 

@@ -30,7 +30,7 @@ _EVENT_ARROW = {f.name: f.arrow for f in EVENT_FIELDS}
 
 @dataclass(frozen=True)
 class FindingField:
-    """One column of the findings: its name, Arrow type (string columns may come dictionary-encoded
+    """One column of the findings: its name, Arrow type (columns may come dictionary-encoded
     from :meth:`Analyzer.feed_arrow`), pandas dtype, where its value comes from and what it means.
 
     ``origin``: ``event`` (copied from the write's event row), ``region`` (the region it overlaps),

@@ -2,9 +2,11 @@
 
 Devices get codes (their position in the sorted list of BDFs); regions are sorted by (device
 code, start). A write ``[offset, offset+size-1]`` overlaps a region ``[start, start+length-1]``
-when they intersect. The join factorises events into distinct (device, offset, size) triples,
-matches each triple against its device's regions once, and expands the matches back to events:
-no Python loop touches every event. Offsets, sizes and lengths are bytes.
+when they intersect. The join looks each (device, offset, size) triple up in a dense table made
+once per registry (offsets below 4096, sizes up to 8: every access a trace normally holds), which
+gives the triple's overlapping regions as a slice of one array; any other triple is factorised
+and matched against its device's regions. Either way no Python loop touches every event, and
+only the events with a match are expanded. Offsets, sizes and lengths are bytes.
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ from ..pci_regs import PCI_CFG_SPACE_EXP_SIZE
 from ..regions import Region, RegistryResult
 from ..regions.registry import KINDS
 
-__all__ = ["RegionIndex", "KIND_CODE", "REGION_ATTRS", "MAX_OFF", "MAX_SIZE"]
+__all__ = ["RegionIndex", "KIND_CODE", "REGION_ATTRS", "MAX_OFF", "MAX_SIZE", "DENSE_OFF", "DENSE_SIZE"]
 
 KIND_CODE: dict[str, int] = {k: i for i, k in enumerate(KINDS)}  # exclusive 0, managed 1, user 2
 REGION_ATTRS = ("owner", "kind", "capability", "rule", "source")  # string attributes, as Arrow dictionaries
 MAX_OFF = (1 << 24) - 1  # offsets are clipped to 24 bits in the join key (bytes)
 MAX_SIZE = (1 << 16) - 1  # sizes are clipped to 16 bits in the join key (bytes)
 _EMPTY = np.empty(0, np.int64)
+DENSE_OFF = PCI_CFG_SPACE_EXP_SIZE  # the dense join table covers offsets 0..4095 (bytes) ...
+DENSE_SIZE = 8  # ... and sizes 0..8 (bytes)
 
 
 class RegionIndex:
@@ -50,6 +54,7 @@ class RegionIndex:
         self.kind = np.array([KIND_CODE[r.kind] for r in rs], dtype=np.int8)
         self.dictionaries: dict[str, pa.Array] = {
             name: pa.array([getattr(r, name) for r in rs], type=pa.string()) for name in REGION_ATTRS}
+        self._start_arrow, self._length_arrow = pa.array(self.start), pa.array(self.length)
         ndev = len(self.bdfs)
         self.dev_begin = np.searchsorted(self.dev, np.arange(ndev), side="left")
         self.dev_count = np.searchsorted(self.dev, np.arange(ndev), side="right") - self.dev_begin
@@ -58,6 +63,32 @@ class RegionIndex:
                                   else PCI_CFG_SPACE_EXP_SIZE for b in self.bdfs], dtype=np.int64)
         self.driver: list[str | None] = [views[b].cs.driver if b in views else None for b in self.bdfs]
         self.user: list[Region] = [r for r in rs if r.kind == "user"]
+        self._dense_ptr, self._dense_reg = self._dense_table()
+
+    def _dense_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The overlaps of every (device, offset < DENSE_OFF, size <= DENSE_SIZE) triple, as CSR
+        over :meth:`dense_keys`: regions ``reg[ptr[k]:ptr[k + 1]]`` (index order) for key ``k``."""
+        span = DENSE_OFF * (DENSE_SIZE + 1)
+        o = np.repeat(np.arange(DENSE_OFF, dtype=np.int64), DENSE_SIZE + 1)
+        s = np.tile(np.arange(DENSE_SIZE + 1, dtype=np.int64), DENSE_OFF)
+        keys, regs = [], []
+        for r in range(self.dev.size):  # one vector pass per region (a registry has tens of them)
+            hit = np.flatnonzero((self.start[r] <= o + s - 1) & (self.end[r] >= o) & (s > 0))
+            keys.append(int(self.dev[r]) * span + hit)
+            regs.append(np.full(hit.size, r, dtype=np.int64))
+        key = np.concatenate(keys) if keys else _EMPTY
+        reg = np.concatenate(regs) if regs else _EMPTY
+        order = np.lexsort((reg, key))
+        ptr = np.zeros(len(self.bdfs) * span + 1, dtype=np.int64)
+        np.cumsum(np.bincount(key, minlength=len(self.bdfs) * span), out=ptr[1:])
+        return ptr, reg[order]
+
+    def dense_keys(self, dev: np.ndarray, offset: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(key, in_table) per access: its key in the dense join table, and whether the table
+        covers it (known device, offset below DENSE_OFF, size 0..DENSE_SIZE; others: key 0)."""
+        ok = (dev >= 0) & (offset >= 0) & (offset < DENSE_OFF) & (size >= 0) & (size <= DENSE_SIZE)
+        key = (dev * DENSE_OFF + offset) * (DENSE_SIZE + 1) + size
+        return np.where(ok, key, 0), ok
 
     def device_codes(self, bdf: pa.ChunkedArray | pa.Array) -> np.ndarray:
         """Device code per event (-1: a device without regions or config space), through the
@@ -80,6 +111,26 @@ class RegionIndex:
         ascending), ordered by event then region start; zero-length accesses overlap nothing."""
         if sel.size == 0 or self.dev.size == 0:
             return _EMPTY, _EMPTY
+        key, ok = self.dense_keys(dev[sel], offset[sel], size[sel])
+        cnt = np.diff(self._dense_ptr)[key]
+        cnt[~ok] = 0
+        hit = np.flatnonzero(cnt)
+        ev_rows, regs = _expand(sel[hit], self._dense_ptr[key[hit]], cnt[hit], self._dense_reg)
+        if ok.all():
+            return ev_rows, regs
+        rest_ev, rest_reg = self._join_sparse(sel[~ok], dev, offset, size)
+        if rest_ev.size == 0:
+            return ev_rows, regs
+        ev_all = np.concatenate([ev_rows, rest_ev])
+        order = np.argsort(ev_all, kind="stable")  # an event's pairs come from one side, in index order
+        return ev_all[order], np.concatenate([regs, rest_reg])[order]
+
+    def _join_sparse(self, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray,
+                     size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`join` for accesses the dense table does not cover: distinct triples factorised
+        and matched against their device's regions."""
+        if sel.size == 0:
+            return _EMPTY, _EMPTY
         d, o, s = dev[sel], np.minimum(offset[sel], MAX_OFF), np.minimum(size[sel], MAX_SIZE)
         keys = (d << 40) | (o << 16) | s
         codes, uniq = pd.factorize(keys, sort=False)
@@ -96,11 +147,8 @@ class RegionIndex:
         pc_cnt = np.bincount(pu, minlength=uniq.size)
         ptr = np.concatenate(([0], np.cumsum(pc_cnt)))
         ev_cnt = pc_cnt[codes]
-        if ev_cnt.sum() == 0:
-            return _EMPTY, _EMPTY
-        ev_rows = np.repeat(sel, ev_cnt)
-        starts = np.repeat(ptr[codes] - np.concatenate(([0], np.cumsum(ev_cnt)[:-1])), ev_cnt)
-        return ev_rows, pr[starts + np.arange(ev_rows.size)]
+        m = np.flatnonzero(ev_cnt)
+        return _expand(sel[m], ptr[codes[m]], ev_cnt[m], pr)
 
     def allowed(self, rows_ev: np.ndarray, rows_reg: np.ndarray, dev: np.ndarray, offset: np.ndarray,
                 size: np.ndarray) -> np.ndarray:
@@ -121,10 +169,21 @@ class RegionIndex:
 
     def region_columns(self, rows_reg: np.ndarray) -> dict[str, pa.Array]:
         """The region columns of the findings for the regions ``rows_reg`` (indices into the index):
-        ``region_start``, ``region_length`` (bytes) and :data:`REGION_ATTRS` dictionary-encoded."""
+        ``region_start``, ``region_length`` (bytes) and :data:`REGION_ATTRS`, all dictionary-encoded
+        over one index array (a CSV writer renders each region's fields once)."""
         ri = pa.array(rows_reg.astype(np.int32))
-        cols: dict[str, pa.Array] = {"region_start": pa.array(self.start[rows_reg]),
-                                     "region_length": pa.array(self.length[rows_reg])}
+        cols: dict[str, pa.Array] = {"region_start": pa.DictionaryArray.from_arrays(ri, self._start_arrow),
+                                     "region_length": pa.DictionaryArray.from_arrays(ri, self._length_arrow)}
         for name in REGION_ATTRS:
             cols[name] = pa.DictionaryArray.from_arrays(ri, self.dictionaries[name])
         return cols
+
+
+def _expand(rows: np.ndarray, first: np.ndarray, cnt: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``rows[i]`` repeated ``cnt[i]`` times, paired with ``values[first[i]:first[i] + cnt[i]]``."""
+    if rows.size == 0:
+        return _EMPTY, _EMPTY
+    ev_rows = np.repeat(rows, cnt)
+    ends = np.cumsum(cnt)
+    at = np.repeat(first - (ends - cnt), cnt) + np.arange(ev_rows.size)
+    return ev_rows, values[at]

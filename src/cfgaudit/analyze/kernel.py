@@ -13,11 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..regions import RegistryResult
+from ..regions import RegionRegistry, RegistryResult
 from ..regions.kernel import KernelRange, KernelVersion
 from .index import RegionIndex
 
-__all__ = ["CallSite", "CALL_SITES", "checked_paths", "path_note", "KernelVerdicts"]
+__all__ = ["CallSite", "CALL_SITES", "checked_paths", "path_note", "KernelVerdicts", "exclusive_arrays",
+           "is_exclusive_many"]
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,33 @@ def path_note(via: str, kernel: KernelVersion) -> str | None:
     return None
 
 
-def _is(col: pa.ChunkedArray, value: str) -> np.ndarray:
+def _is(col: pa.ChunkedArray | pa.Array, value: str) -> np.ndarray:
     """Per row: ``col == value`` (null: False)."""
     return pc.fill_null(pc.equal(col, value), False).to_numpy(zero_copy_only=False)
+
+
+def exclusive_arrays(registry: RegionRegistry, bdf: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``uint64`` arrays of ``bdf``'s exclusive starts and inclusive ends (the registry's
+    own lists: regions/ load no numpy)."""
+    starts, ends = registry.exclusive_bounds(bdf)
+    return np.array(starts, dtype=np.uint64), np.array(ends, dtype=np.uint64)
+
+
+def is_exclusive_many(registry: RegionRegistry, bdf: str, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Vectorised :meth:`~cfgaudit.regions.RegionRegistry.is_exclusive` for many writes to one
+    device (bool array)."""
+    offsets = np.asarray(offsets, dtype=np.uint64)
+    counts = np.asarray(counts, dtype=np.uint64)
+    out = np.zeros(offsets.shape, dtype=bool)
+    starts, ends = exclusive_arrays(registry, bdf)
+    if not registry.strict_iomem or starts.size == 0:
+        return out
+    with np.errstate(over="ignore"):
+        lim = offsets + counts  # wraps like the kernel's u64
+    k = np.searchsorted(starts, lim, side="left")
+    hit = k > 0
+    out[hit] = ends[k[hit] - 1] >= offsets[hit]
+    return out
 
 
 class KernelVerdicts:
@@ -87,11 +112,15 @@ class KernelVerdicts:
         out = np.zeros(t.num_rows, dtype=bool)
         if not self.paths:
             return out
-        via = t.column("via")
-        ret_ok = pc.fill_null(pc.greater_equal(t.column("ret"), 0), True).to_numpy(zero_copy_only=False)
+        sel = self._candidates(sel, dev, offset, size)
+        sel = sel[is_write[sel]]
+        if sel.size == 0:
+            return out
+        take = pa.array(sel)
+        via = t.column("via").take(take)
+        ret_ok = pc.fill_null(pc.greater_equal(t.column("ret").take(take), 0), True).to_numpy(zero_copy_only=False)
         for name, site in self.paths.items():
-            on_path = _is(via, name)
-            rows = sel[on_path[sel] & is_write[sel] & ret_ok[sel]]
+            rows = sel[_is(via, name) & ret_ok]
             if rows.size == 0:
                 continue
             d, o, s = dev[rows], offset[rows], size[rows]
@@ -104,9 +133,27 @@ class KernelVerdicts:
                 rows, d, o, s = rows[inside], d[inside], o[inside], np.minimum(s[inside], fsz[inside] - o[inside])
             for code in np.unique(d):
                 m = d == code
-                out[rows[m]] = self.registry.is_exclusive_many(self.index.bdfs[code], o[m].astype(np.uint64),
-                                                               s[m].astype(np.uint64))
+                out[rows[m]] = is_exclusive_many(self.registry, self.index.bdfs[code], o[m].astype(np.uint64),
+                                                 s[m].astype(np.uint64))
         return out
+
+    def _candidates(self, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """The rows of ``sel`` that could taint: on a device with exclusive bytes, reaching from
+        below its last exclusive byte to past its first (is_exclusive() is monotone in the size,
+        so trimming only removes rows from these); negative offsets or sizes are kept, to be
+        judged as the kernel's u64 arithmetic would."""
+        ndev = len(self.index.bdfs)
+        lo = np.full(ndev, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(ndev, -1, dtype=np.int64)
+        for code, bdf in enumerate(self.index.bdfs):
+            starts, ends = exclusive_arrays(self.registry, bdf)
+            if starts.size:
+                lo[code] = int(starts.min())
+                hi[code] = min(int(ends.max()), np.iinfo(np.int64).max)
+        if not (hi >= 0).any() or sel.size == 0:
+            return sel[:0]
+        d, o, s = dev[sel], offset[sel], size[sel]
+        return sel[((o <= hi[d]) & (s > lo[d] - o)) | (o < 0) | (s < 0)]
 
     def once_per_boot(self, t: pa.Table, taints: np.ndarray, dev: np.ndarray, offset: np.ndarray) -> dict[int, str]:
         """Rows that print the kernel's warning: the first tainting write of the boot at each call
@@ -115,11 +162,12 @@ class KernelVerdicts:
         out: dict[int, str] = {}
         if not taints.any():
             return out
-        via = t.column("via")
+        rows = np.flatnonzero(taints)
+        via = t.column("via").take(pa.array(rows))
         for site in self.paths:
             if site in self._logged:
                 continue
-            hits = np.flatnonzero(taints & _is(via, site))
+            hits = rows[_is(via, site)]
             if hits.size:
                 row = int(hits[0])
                 self._logged.add(site)

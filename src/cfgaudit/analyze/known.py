@@ -82,8 +82,7 @@ class KnownBytes:
                 old = (RowValues(at, encode_runs(old_b, w_n[ok_rows])),
                        RowValues(at, encode_runs(old_b ^ w_raw[ok_bytes], w_n[ok_rows])))
         if r_sel.size:  # the state after this chunk: the last read of each byte wins
-            seq = r_sel[r_rep]
-            order = np.lexsort((seq, r_key))
+            order = _by_key(r_key)  # read bytes are in row order: the last of a key is its last read
             k_sorted = r_key[order]
             last = np.flatnonzero(np.append(k_sorted[1:] != k_sorted[:-1], True))
             flat_vals[k_sorted[last]] = r_val[order[last]]
@@ -91,24 +90,54 @@ class KnownBytes:
         return old
 
 
+def _by_key(key: np.ndarray) -> np.ndarray:
+    """A stable argsort of non-negative keys (a radix sort when they fit in 16 bits: up to 16
+    devices of 4096 bytes)."""
+    if key.size and int(key.max()) < 1 << 16:
+        return np.argsort(key.astype(np.uint16), kind="stable")
+    return np.argsort(key, kind="stable")
+
+
 def _as_of(r_key: np.ndarray, r_seq: np.ndarray, r_val: np.ndarray, w_key: np.ndarray, w_seq: np.ndarray,
            m: int, flat_vals: np.ndarray, flat_known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each written byte (key ``w_key``, position ``w_seq`` in the chunk): the value of the
     last earlier read of the same byte, else the value known before the chunk; and whether it is
-    known. ``m`` exceeds every position."""
-    keys = np.concatenate([r_key * m + r_seq, w_key * m + w_seq])
-    order = np.argsort(keys, kind="stable")
-    is_r = order < r_key.size
-    last = np.maximum.accumulate(np.where(is_r, np.arange(order.size), -1))
-    src = order[np.maximum(last, 0)]
-    key_all = np.concatenate([r_key, w_key])
-    hit = (last >= 0) & (key_all[src] == key_all[order])
+    known. ``m`` exceeds every position. Read and written bytes are each in position order, and
+    no position has both: merged in position order (no sort), then stably sorted by key alone."""
+    nr, nw = r_key.size, w_key.size
+    # each position's first byte in the merged order
+    per_pos = np.bincount(r_seq, minlength=m) + np.bincount(w_seq, minlength=m)
+    first = np.cumsum(per_pos) - per_pos
+    r_at = first[r_seq] + _rank_in_run(r_seq)
+    w_at = first[w_seq] + _rank_in_run(w_seq)
+    key_all = np.empty(nr + nw, dtype=np.int64)
+    key_all[r_at] = r_key
+    key_all[w_at] = w_key
+    src_all = np.empty(nr + nw, dtype=np.int64)  # read byte j: j; written byte j: -1 - j
+    src_all[r_at] = np.arange(nr)
+    src_all[w_at] = -1 - np.arange(nw)
+    order = _by_key(key_all)
+    k_sorted, s_sorted = key_all[order], src_all[order]
+    is_r = s_sorted >= 0
+    pos = np.arange(order.size)
+    last = np.maximum.accumulate(np.where(is_r, pos, -1))
+    lp = np.maximum(last, 0)
+    hit = (last >= 0) & (k_sorted[lp] == k_sorted)
     wpos = np.flatnonzero(~is_r)
-    w_at = order[wpos] - r_key.size  # index into the write bytes
-    w_hit = np.zeros(w_key.size, dtype=bool)
-    w_src = np.zeros(w_key.size, dtype=np.int64)
-    w_hit[w_at] = hit[wpos]
-    w_src[w_at] = src[wpos]
-    w_old = np.where(w_hit, r_val[np.minimum(w_src, max(r_val.size - 1, 0))] if r_val.size else 0,
+    w_idx = -1 - s_sorted[wpos]
+    w_hit = np.zeros(nw, dtype=bool)
+    w_src = np.zeros(nw, dtype=np.int64)
+    w_hit[w_idx] = hit[wpos]
+    w_src[w_idx] = s_sorted[lp[wpos]]
+    w_old = np.where(w_hit, r_val[np.clip(w_src, 0, max(nr - 1, 0))] if nr else 0,
                      flat_vals[w_key]).astype(np.uint8)
     return w_old, w_hit | (flat_known[w_key] != 0)
+
+
+def _rank_in_run(seq: np.ndarray) -> np.ndarray:
+    """Per entry of ``seq`` (non-decreasing): its index among the entries with the same value."""
+    if seq.size == 0:
+        return seq
+    start = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+    run = np.repeat(start, np.diff(np.r_[start, seq.size]))
+    return np.arange(seq.size) - run

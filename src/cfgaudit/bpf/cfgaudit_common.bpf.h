@@ -1,13 +1,14 @@
 /* cfgaudit: what both BPF programs share (cfgaudit_syscalls.bpf.c, cfgaudit_kernel.bpf.c).
  *
  * -D constants (probes/session.py passes them from the session's options; never spliced in):
- *   TARGET_PID      trace only this thread group (0: every process)
  *   FOLLOW          1: trace the thread groups in `traced` and every process they fork
  *   TRACE_READS     1: emit reads too
  *   RINGBUF_PAGES   ring buffer size in 4 KiB pages (a power of two, at least 2)
  *
  * Here: the ring buffer (`events`), the exact per-CPU count of records it could not take
- * (`lost`), the sequence numbers (`next_id`), the follow filter (`traced`), and the record fill.
+ * (`lost`), the sequence numbers (`next_id`), the follow filter (`traced`), the one thread group
+ * to trace (`target_pid`, 0: every process; a map the session fills before the probes are
+ * attached, not a constant, so that one compiled program serves every -p), and the record fill.
  * Records are the structs of cfgaudit_event.h (generated from events.py).
  *
  * bcc rewrites map calls (x.lookup(), events.ringbuf_reserve()) only in its main file, never in
@@ -17,13 +18,24 @@
 #ifndef CFGAUDIT_COMMON_BPF_H
 #define CFGAUDIT_COMMON_BPF_H
 
-#include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include "cfgaudit_event.h"
 
-#ifndef TARGET_PID
-#define TARGET_PID 0
-#endif
+/* While compiling, bcc searches /proc/kallsyms at each call of bpf_probe_read_user, _user_str
+ * and _kernel (about 0.2 s per call on the 6.18 VM: it checks the kernel has these helpers, added
+ * in 5.5, before keeping them); the same helpers under names of their own are left alone. Ring
+ * buffers need 5.8, so the helpers are always there: the bytecode is the same either way
+ * (bench/bpf_identity.py compares it). */
+static long (*cfgaudit_read_user)(void *dst, u32 size, const void *src) = (void *)BPF_FUNC_probe_read_user;
+static long (*cfgaudit_read_user_str)(void *dst, u32 size, const void *src) =
+	(void *)BPF_FUNC_probe_read_user_str;
+static long (*cfgaudit_read_kernel)(void *dst, u32 size, const void *src) = (void *)BPF_FUNC_probe_read_kernel;
+static long (*cfgaudit_read_kernel_str)(void *dst, u32 size, const void *src) =
+	(void *)BPF_FUNC_probe_read_kernel_str;
+#define bpf_probe_read_user cfgaudit_read_user
+#define bpf_probe_read_user_str cfgaudit_read_user_str
+#define bpf_probe_read_kernel cfgaudit_read_kernel
+#define bpf_probe_read_kernel_str cfgaudit_read_kernel_str
+
 #ifndef FOLLOW
 #define FOLLOW 0
 #endif
@@ -38,6 +50,7 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_ARRAY(next_id, u64, 1);
 BPF_HASH(traced, u32, u8, 16384);       /* FOLLOW: the thread groups being traced */
+BPF_ARRAY(target_pid, u32, 1);          /* not FOLLOW: trace only this thread group (0: all) */
 
 /* One record the ring buffer could not take (or a call slot taken over): exact, per CPU. */
 static __always_inline void count_lost(void)
@@ -70,8 +83,10 @@ static __always_inline int wanted(u32 tgid)
 {
 	if (FOLLOW)
 		return traced.lookup(&tgid) != NULL;
-	if (TARGET_PID)
-		return tgid == TARGET_PID;
+	int zero = 0;
+	u32 *target = target_pid.lookup(&zero);
+	if (target && *target)
+		return tgid == *target;
 	return 1;
 }
 

@@ -15,7 +15,7 @@
  *   pci_read_config / proc_bus_pci_read (return), with TRACE_READS: the bytes read.
  *
  * Compiled after cfgaudit_common.bpf.h (the ring buffer, lost counting, the follow filter, the
- * record fill, the -D constants TARGET_PID, FOLLOW, TRACE_READS, RINGBUF_PAGES).
+ * record fill, the target_pid map, the -D constants FOLLOW, TRACE_READS, RINGBUF_PAGES).
  * Record: struct cfgaudit_kernel_event (cfgaudit_event.h, generated from events.py): the base
  * record, then the device name (struct device's kobject name, "DDDD:BB:DD.F"). In it:
  *   aux = via (KV_*) | verdict (KVERDICT_*) << 8 (NONE: no resource_is_exclusive call seen)

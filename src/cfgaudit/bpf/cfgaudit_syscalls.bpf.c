@@ -1,7 +1,8 @@
 /* cfgaudit: user-space PCI config-space accesses, seen from syscall tracepoints.
  *
- * Compiled by bcc at run time, after cfgaudit_common.bpf.h (the ring buffer, lost counting, the
- * follow filter, the record fill, and the -D constants TARGET_PID, FOLLOW, TRACE_READS and
+ * Compiled by bcc at run time (once per kernel and set of constants: probes/bpfcache.py keeps
+ * the bytecode), after cfgaudit_common.bpf.h (the ring buffer, lost counting, the follow filter,
+ * the target_pid map, the record fill, and the -D constants FOLLOW, TRACE_READS and
  * RINGBUF_PAGES). Constants of this program, also -D:
  *   SYSFS_PATH, PROCFS_PATH   path prefixes (strings) of config files to track
  *
@@ -12,7 +13,10 @@
  * that are not PCI config files. For every other file a write costs one failed map lookup.
  * A failed ring buffer reserve is counted per CPU in `lost`, so loss is exact.
  */
-#include <linux/fs.h>   /* rwf_t, in the pwritev2/preadv2 tracepoint records */
+/* The one kernel type the tracepoint records need (rwf_t, the pwritev2/preadv2 flags: an int,
+ * __kernel_rwf_t of include/uapi/linux/fs.h), instead of <linux/fs.h> and the hundreds of
+ * headers it pulls in (bcc compiles them three times). */
+typedef int rwf_t;
 #include "cfgaudit_common.bpf.h"
 
 #ifndef SYSFS_PATH

@@ -15,6 +15,7 @@ are ms; ``buffer_pages`` is in 4 KiB pages.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,17 @@ import pyarrow as pa
 from ..errors import BackendError
 from ..events import FIELDS, ConfigAccess, arrow_schema, record_size
 from ..hostpaths import DEFAULT, HostPaths
-from .bccutil import BPF_DIR, check_buffer_pages, define_flags, import_bcc, prepare_host, program_text, tracefs_problem
+from . import bpfcache
+from .bccutil import (
+    BPF_DIR,
+    check_buffer_pages,
+    define_flags,
+    import_bcc,
+    kernel_headers,
+    prepare_host,
+    program_text,
+    tracefs_problem,
+)
 
 __all__ = ["Notice", "Batch", "SessionStats", "Session", "run", "LiveOptions", "RingBufferSession",
            "EMPTY_EVENTS", "concat_batches", "table_events"]
@@ -153,7 +164,9 @@ class LiveOptions:
     the config files to watch, ``paths.proc`` for /proc/PID/fd, ``paths.tracefs``); ``pid``: one
     thread group (0 = all); ``follow``: only processes given to ``follow_pid()`` and their
     descendants; ``reads``: reads too; ``buffer_pages``: ring buffer size in 4 KiB pages (a power
-    of two); ``comm``/``bdfs``: keep only this process name / these devices."""
+    of two); ``comm``/``bdfs``: keep only this process name / these devices; ``bpf_cache``: the
+    directory of compiled programs (probes/bpfcache.py; ``None``: ``$CFGAUDIT_BPF_CACHE``, else
+    /var/cache/cfgaudit/bpf; ``"off"``: compile every time)."""
 
     paths: HostPaths = DEFAULT
     pid: int = 0
@@ -162,18 +175,28 @@ class LiveOptions:
     buffer_pages: int = 4096
     comm: str | None = None
     bdfs: frozenset[str] | None = None
+    bpf_cache: str | None = None
 
 
 class RingBufferSession:
     """A running bcc program that sends records through the ``events`` ring buffer (see
     bpf/cfgaudit_common.bpf.h). Subclasses set :attr:`name`, :attr:`program`, :attr:`record_layout`
     and :attr:`tracepoints` and provide :meth:`detect` and :meth:`decode` (and, where needed,
-    :meth:`constants` and :meth:`attach`). Use as a context manager."""
+    :meth:`constants` and :meth:`attach`). Use as a context manager.
+
+    The program is compiled by bcc, or, for a :attr:`cacheable` one (tracepoint programs only),
+    loaded from the cache of an earlier compile (probes/bpfcache.py). Either way every map is
+    filled (:meth:`setup_maps`) before the first probe is attached. ``warnings``: what to tell
+    the user (the cache could not be used); ``timings``: seconds per step of the start, and
+    whether the cache served it ("cache": hit | miss | off | refused)."""
 
     name: str = ""
     program: ClassVar[str] = ""            # file in bpf/
     record_layout: ClassVar[str] = "event"  # events.RECORD_LAYOUTS: the usual record; others are "odd"
     tracepoints: ClassVar[tuple[tuple[str, str], ...]] = ()  # (category, event) the program needs
+    cacheable: ClassVar[bool] = False      # tracepoint programs only: loaded from bpfcache when it can
+    # -D constants that only size a map: (map, bytes per unit); a cached program is resized at load.
+    map_sizes: ClassVar[dict[str, tuple[str, int]]] = {"RINGBUF_PAGES": ("events", 4096)}
 
     def __init__(self, opts: LiveOptions) -> None:
         check_buffer_pages(opts.buffer_pages)
@@ -195,19 +218,117 @@ class RingBufferSession:
         self._lost_final = 0
         self.dropped_other = 0
         self.unresolved = 0
+        self.warnings: list[str] = []
+        self.timings: dict[str, Any] = {}
         self.cflags = [f"-I{BPF_DIR}", *define_flags(self.constants()), "-Wno-macro-redefined"]
         try:
-            self.bpf: Any = self.bcc.BPF(text=program_text(self.program).encode(), cflags=self.cflags)
+            self.bpf: Any = self._load()
+        except BackendError:
+            raise
         except Exception as err:  # bcc raises bare Exception on compile and load errors
             raise BackendError(f"{self.name} backend: BPF program failed to load: {err}") from err
         try:
             self.attach()
-            self._cb = self._on_record  # keep a reference for ctypes
-            self.bpf[b"events"].open_ring_buffer(self._cb)
+            if "ring_buffer" not in self.timings:
+                self._open_ring(self.bpf)
         except BaseException:
-            self.bpf.cleanup()
-            self.bpf = None
+            self._cleanup_bpf()
             raise
+
+    # -- loading -------------------------------------------------------------------------
+    def _load(self) -> Any:
+        """The program with its maps filled and its tracepoints attached: from the cache when
+        it has a usable entry, else compiled by bcc (and saved for next time)."""
+        text = program_text(self.program).encode()
+        directory = bpfcache.cache_dir(self.opts.bpf_cache) if self.cacheable else None
+        self.timings["cache"] = "off" if directory is None else "miss"
+        key = ""
+        if directory is not None:
+            problem = bpfcache.prepare_dir(directory)
+            if problem:
+                self.warnings.append(f"compiled BPF programs are not cached: {problem} "
+                                     f"(the directory must be this user's, mode 0700; or set {bpfcache.ENV}=off)")
+                self.timings["cache"] = "refused"
+                directory = None
+        if directory is not None:
+            t = time.perf_counter()
+            key = bpfcache.cache_key(self.bcc.__version__, text, self.cflags, self.map_sizes,
+                                     extra=[self._headers_id()])
+            try:
+                entry = bpfcache.read_entry(directory, key)
+                if entry is not None:
+                    bpf = bpfcache.load_entry(self.bcc, entry, self._tracefs(), self._map_entries(), self.setup_maps)
+                    loaded = time.perf_counter() - t
+                    try:  # here, so that a bcc the cached object does not suit falls back to compiling too
+                        self._open_ring(bpf)
+                    except BaseException:
+                        bpf.cleanup()
+                        raise
+                    self.timings.update(cache="hit", cached_load=loaded)
+                    return bpf
+            except Exception as err:  # CacheError, and whatever else an entry can do to bcc: compile instead
+                self.warnings.append(f"cached BPF program {bpfcache.entry_path(directory, key)} not used: {err}; "
+                                     "compiling it again")
+                bpfcache.remove_entry(directory, key)
+        t = time.perf_counter()
+        bpf = bpfcache.compile_program(self.bcc, text, self.cflags)
+        self.timings["compile"] = time.perf_counter() - t
+        try:
+            if directory is not None:
+                t = time.perf_counter()
+                try:
+                    bpfcache.write_entry(directory, key, bpfcache.make_entry(self.bcc, bpf, self._tracefs()))
+                except Exception as err:  # saving is best-effort: CacheError, OSError, a bcc it does not suit
+                    self.warnings.append(f"compiled BPF program not cached in {directory}: {err}")
+                self.timings["save"] = time.perf_counter() - t
+            t = time.perf_counter()
+            self.setup_maps(bpf)
+            bpfcache.attach_compiled(bpf)
+            self.timings["load_attach"] = time.perf_counter() - t
+        except BaseException:
+            bpf.cleanup()
+            raise
+        return bpf
+
+    def _open_ring(self, bpf: Any) -> None:
+        t = time.perf_counter()
+        self._cb = self._on_record  # keep a reference for ctypes
+        bpf[b"events"].open_ring_buffer(self._cb)
+        self.timings["ring_buffer"] = time.perf_counter() - t
+
+    def _map_entries(self) -> dict[str, int]:
+        """max_entries of the maps sized by -D constants (:attr:`map_sizes`)."""
+        consts = self.constants()
+        return {m: int(consts[c]) * unit for c, (m, unit) in self.map_sizes.items() if c in consts}
+
+    def _tracefs(self) -> str:
+        root = self.opts.paths.tracefs_root()
+        if root is None:  # checked before loading: only a race with an unmount gets here
+            raise BackendError(f"{self.name} backend: tracefs is not mounted")
+        return root
+
+    @staticmethod
+    def _headers_id() -> str:
+        """Which kernel headers bcc compiles against (a link can be repointed without a new kernel)."""
+        h = kernel_headers()
+        if h is None:
+            return ""
+        st = os.stat(h)
+        return f"{os.path.realpath(h)}:{st.st_size}:{st.st_mtime_ns}"
+
+    def setup_maps(self, bpf: Any) -> None:
+        """Fill the maps the program reads before its probes run: ``target_pid`` (-p)."""
+        if self.opts.pid:
+            t = bpf[b"target_pid"]
+            t[t.Key(0)] = t.Leaf(int(self.opts.pid))
+
+    def _cleanup_bpf(self) -> None:
+        """Detach (every tracepoint at once) and close everything of the program."""
+        bpf, self.bpf = self.bpf, None
+        try:
+            bpfcache.detach_tracepoints(self.bcc, bpf)
+        finally:
+            bpf.cleanup()
 
     # -- what a backend provides -------------------------------------------------------
     @staticmethod
@@ -218,7 +339,7 @@ class RingBufferSession:
     def constants(self) -> dict[str, int | bool | str]:
         """The program's -D constants (bpf/cfgaudit_common.bpf.h names the shared ones)."""
         o = self.opts
-        return {"TARGET_PID": int(o.pid), "FOLLOW": o.follow, "TRACE_READS": o.reads,
+        return {"FOLLOW": o.follow, "TRACE_READS": o.reads,
                 "RINGBUF_PAGES": int(o.buffer_pages)}
 
     def attach(self) -> None:
@@ -240,8 +361,7 @@ class RingBufferSession:
         self._stop_reading()
         if getattr(self, "bpf", None) is not None:
             self._lost_final = self._read_lost()
-            self.bpf.cleanup()
-            self.bpf = None
+            self._cleanup_bpf()
 
     def follow_pid(self, pid: int) -> None:
         """Start tracing ``pid`` (and, with ``follow``, its descendants): the ``traced`` map."""

@@ -93,6 +93,7 @@ class SyscallSession(RingBufferSession):
     program = SYSCALL_PROGRAM
     record_layout = "event"
     tracepoints = TRACEPOINTS
+    cacheable = True
     detect = staticmethod(detect_syscalls)
 
     def __init__(self, opts: LiveOptions) -> None:

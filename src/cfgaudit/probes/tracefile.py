@@ -17,7 +17,6 @@ Reading never holds the whole trace: JSONL is parsed in byte blocks by pyarrow's
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import io
 import json
@@ -34,7 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from ..errors import LINK_REFUSED as _LINK_REFUSED
 from ..errors import InputError, OutputError, open_input
+from ..errors import create_output as _create
 from ..events import (
     FIELDS,
     INT64_MAX,
@@ -485,8 +486,41 @@ def _per_value(col: pa.ChunkedArray, fn: Callable[[pa.Array], pa.Array]) -> pa.C
         if col.num_chunks else pa.chunked_array([], type=pa.bool_())
 
 
+def _all_values(col: pa.ChunkedArray, fn: Callable[[pa.Array], pa.Array]) -> bool:
+    """No nulls in ``col`` (nor in a dictionary), and ``fn`` true on every value (on a dictionary
+    column: on every dictionary entry, used or not)."""
+    if col.null_count:
+        return False
+    if not pa.types.is_dictionary(col.type):
+        return bool(pc.all(fn(col)).as_py() is not False)
+    return all(c.dictionary.null_count == 0 and pc.all(fn(c.dictionary)).as_py() is not False for c in col.chunks)
+
+
+def _surely_valid(t: pa.Table) -> bool:
+    """A quick pass (aggregates, dictionaries): does every row keep the rules :func:`_invalid_mask`
+    checks? ``False`` means "maybe not": the row-by-row masks decide."""
+    if any(t.column(name).null_count for name in REQUIRED):
+        return False
+    for name in ("ts_ns", "pid", "offset", "size"):
+        low = pc.min(t.column(name)).as_py()
+        if low is not None and low < 0:
+            return False
+    ops, vias = pa.array(OPS), pa.array(VIAS)
+    if not (_all_values(t.column("op"), lambda a: pc.is_in(a, value_set=ops))
+            and _all_values(t.column("via"), lambda a: pc.is_in(a, value_set=vias))
+            and _all_values(t.column("bdf"), lambda a: pc.match_substring_regex(
+                a, r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"))):
+        return False
+    data = t.column("data")
+    if pc.all(is_hex(data)).as_py() is False:
+        return False
+    return pc.any(pc.greater(pc.divide(pc.binary_length(data), 2), t.column("size"))).as_py() is not True
+
+
 def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
     """Rows that break the schema's value rules, or ``None`` when every row is fine."""
+    if _surely_valid(t):
+        return None
     bad = None
     for name in REQUIRED:
         m = pc.is_null(t.column(name))
@@ -630,9 +664,6 @@ def os_reason(err: BaseException) -> str:
     return os.strerror(code) if code else " ".join(str(err).split())
 
 
-_LINK_REFUSED = "is a symbolic link: give the real path (cfgaudit does not write through links)"
-
-
 def check_output(path: str) -> None:
     """Refuse, before a live run loads its probes, a trace path :func:`_create` would refuse:
     a symbolic link, a directory, or a file in a directory that does not exist."""
@@ -643,28 +674,6 @@ def check_output(path: str) -> None:
     parent = os.path.dirname(path) or "."
     if not os.path.isdir(parent):
         raise InputError(f"cannot create trace: no such directory {parent}", path=path)
-
-
-def _create(path: str, what: str = "trace") -> int:
-    """Open ``path`` for a new trace (fd; ``what`` names the file in messages: snapshots use it
-    too). A new file is made mode 0600 (traces hold config bytes non-root cannot read); an
-    existing file is truncated and keeps its mode; a symbolic link is refused (no writing through
-    a link); a device (``/dev/null``) is written, never chmodded."""
-    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            os.fchmod(fd, 0o600)  # whatever the umask
-            return fd
-        except FileExistsError:
-            fd = os.open(path, flags)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise InputError(_LINK_REFUSED, path=path) from err
-        raise InputError(f"cannot create {what}: {err.strerror}", path=path) from err
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        os.ftruncate(fd, 0)
-    return fd
 
 
 class TraceWriter:

@@ -21,8 +21,6 @@ from bisect import bisect_left
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-import numpy as np
-
 __all__ = ["Region", "RegionRegistry", "KINDS"]
 
 U64 = (1 << 64) - 1
@@ -69,7 +67,6 @@ class RegionRegistry:
         self._excl: dict[str, list[Region]] = {}
         self._starts: dict[str, list[int]] = {}
         self._other: list[Region] = []
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- the kernel's API ----------------------------------------------------------------
     def request_exclusive(self, bdf: str, offset: int, length: int, name: str, *, owner: str | None = None,
@@ -90,7 +87,6 @@ class RegionRegistry:
         reg = Region(bdf, start, length, owner or name, "exclusive", capability, rule, source)
         regs.insert(i, reg)
         starts.insert(i, start)
-        self._arrays.pop(bdf, None)
         return reg
 
     def release(self, bdf: str, offset: int, length: int) -> bool:
@@ -105,7 +101,6 @@ class RegionRegistry:
                     return False
                 del regs[i]
                 del self._starts[bdf][i]
-                self._arrays.pop(bdf, None)
                 return True
         return False
 
@@ -113,27 +108,11 @@ class RegionRegistry:
         """``resource_is_exclusive(&dev->driver_exclusive_resource, offset, count)``."""
         if not self.strict_iomem:
             return False
-        starts, ends = self.exclusive_arrays(bdf)
-        if starts.size == 0:
+        starts = self._starts.get(bdf)
+        if not starts:
             return False
-        lim = (offset + count) & U64
-        k = int(np.searchsorted(starts, np.uint64(lim), side="left"))
-        return k > 0 and int(ends[k - 1]) >= (offset & U64)
-
-    def is_exclusive_many(self, bdf: str, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`is_exclusive` for many writes to one device (bool array)."""
-        offsets = np.asarray(offsets, dtype=np.uint64)
-        counts = np.asarray(counts, dtype=np.uint64)
-        out = np.zeros(offsets.shape, dtype=bool)
-        starts, ends = self.exclusive_arrays(bdf)
-        if not self.strict_iomem or starts.size == 0:
-            return out
-        with np.errstate(over="ignore"):
-            lim = offsets + counts  # wraps like the kernel's u64
-        k = np.searchsorted(starts, lim, side="left")
-        hit = k > 0
-        out[hit] = ends[k[hit] - 1] >= offsets[hit]
-        return out
+        k = bisect_left(starts, (offset + count) & U64)
+        return k > 0 and self._excl[bdf][k - 1].end >= (offset & U64)
 
     # -- managed / user ------------------------------------------------------------------
     def add(self, region: Region) -> Region | None:
@@ -147,15 +126,12 @@ class RegionRegistry:
         return region
 
     # -- views ---------------------------------------------------------------------------
-    def exclusive_arrays(self, bdf: str) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted ``uint64`` arrays of exclusive starts and inclusive ends for ``bdf``."""
-        arr = self._arrays.get(bdf)
-        if arr is None:
-            regs = self._excl.get(bdf, [])
-            arr = (np.array([r.start for r in regs], dtype=np.uint64),
-                   np.array([r.end for r in regs], dtype=np.uint64))
-            self._arrays[bdf] = arr
-        return arr
+    def exclusive_bounds(self, bdf: str) -> tuple[list[int], list[int]]:
+        """Exclusive starts (sorted) and inclusive ends for ``bdf``, bytes (new lists). The
+        vectorised check over many writes is analyze/kernel.py's (numpy, which regions/ do not
+        load: ``cfgaudit devices`` needs no numpy)."""
+        regs = self._excl.get(bdf, [])
+        return [r.start for r in regs], [r.end for r in regs]
 
     def regions(self, bdf: str | None = None, kind: str | None = None) -> list[Region]:
         """All regions, sorted by (bdf, start, kind, owner)."""

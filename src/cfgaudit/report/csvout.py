@@ -82,11 +82,51 @@ def _field(a: pa.Array) -> pa.Array:
     raise TypeError(f"no CSV rendering for a {t} column")
 
 
+def _one_chunk(c: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The column as one array (a single chunk as it is: buffers shared with other columns stay shared)."""
+    if isinstance(c, pa.ChunkedArray):
+        return c.chunk(0) if c.num_chunks == 1 else c.combine_chunks()
+    return c
+
+
+def _same_indices(a: pa.Array, b: pa.Array) -> bool:
+    """Are ``a`` and ``b`` dictionary arrays over the very same index buffer (no nulls)?"""
+    if not (pa.types.is_dictionary(a.type) and pa.types.is_dictionary(b.type)):
+        return False
+    ia, ib = a.indices, b.indices
+    if ia.null_count or ib.null_count or ia.type != ib.type or len(ia) != len(ib) or ia.offset != ib.offset:
+        return False
+    ba, bb = ia.buffers()[1], ib.buffers()[1]
+    return ba is not None and bb is not None and ba.address == bb.address
+
+
+def _fragment(run: list[pa.Array]) -> pa.Array:
+    """Consecutive dictionary columns sharing their indices (e.g. a region's owner, kind, ...,
+    source) as one field text per dictionary entry, ``,``-joined, taken once per row."""
+    parts = [_field(a.dictionary) for a in run]
+    text = pc.binary_join_element_wise(*parts, ",", null_handling="replace", null_replacement="")
+    return text.take(run[0].indices)
+
+
+def _fields(cols: list[pa.Array]) -> list[pa.Array]:
+    """The columns as CSV fields; a run of dictionary columns over one index array becomes a
+    single (already comma-joined) field column."""
+    out: list[pa.Array] = []
+    i = 0
+    while i < len(cols):
+        j = i + 1
+        while j < len(cols) and _same_indices(cols[i], cols[j]):
+            j += 1
+        out.append(_fragment(cols[i:j]) if j - i > 1 else _field(cols[i]))
+        i = j
+    return out
+
+
 def findings_csv(t: pa.Table) -> pa.Buffer:
     """The CSV rows (no header) of a findings table, as UTF-8 bytes."""
     if t.num_rows == 0:
         return pa.py_buffer(b"")
-    cols = [_field(c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c) for c in t.columns]
+    cols = _fields([_one_chunk(c) for c in t.columns])
     cols[-1] = pc.binary_join_element_wise(cols[-1], pa.scalar(""), "\n",
                                            null_handling="replace", null_replacement="")
     line = pc.binary_join_element_wise(*cols, ",", null_handling="replace", null_replacement="")

@@ -2,7 +2,10 @@
 under 100 columns."""
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the type only: the live lines need no pandas (cfgaudit --help loads this module)
+    import pandas as pd
 
 __all__ = ["LIVE_HEADER", "live_lines", "value_text", "notice_line", "event_lines", "summary_lines", "printable",
            "unknown_device_line", "unknown_device_lines", "unknown_device_total", "UNKNOWN_SHOWN"]
@@ -30,7 +33,7 @@ def value_text(data: object, size: int) -> str:
 
 
 def _verdict(row) -> str:
-    if pd.notna(row.allowed_by):
+    if isinstance(row.allowed_by, str):  # a claim's name; missing: pd.NA (string columns)
         return f"allowed({row.allowed_by})"[:18]
     v = str(row.kind)
     if row.kernel_taints:
