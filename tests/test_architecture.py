@@ -20,7 +20,7 @@ SRC = os.path.join(ROOT, "src", "cfgaudit")
 DOC = os.path.join(ROOT, "docs", "ARCHITECTURE.md")
 
 # Leaves: import nothing of cfgaudit but errors (and errors imports nothing of cfgaudit).
-LEAVES = {"events", "errors", "pci_regs", "hostpaths", "hexarrow"}
+LEAVES = {"events", "errors", "files", "pci_regs", "hostpaths", "hexarrow"}
 # The modules that compose the layers below them into the public API (fleet: issue 10).
 COMPOSERS = {"inventory", "audit", "live", "fleet"}
 # The package root `cfgaudit` (its __init__.py, the one public API) is named "cfgaudit" below.
@@ -237,7 +237,7 @@ def test_cli_start_up_rule_catches_what_it_should() -> None:
 
 # What `cfgaudit devices` and `regions` load (regions/ and the leaves they use): no array libraries.
 ARRAY_LIBRARIES = {"numpy", "pyarrow", "pandas"}
-PLAIN_MODULES = {"errors", "hostpaths", "pci_regs"}
+PLAIN_MODULES = {"errors", "files", "hostpaths", "pci_regs"}
 
 
 def test_regions_load_no_array_libraries() -> None:

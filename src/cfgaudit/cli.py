@@ -30,7 +30,15 @@ from . import report
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, CfgauditError, OutputError, UsageError
 from .report.inventory import render_devices, render_doctor, render_regions
 from .report.listing import LISTING_FORMATS
-from .report.live import LIVE_HEADER, event_lines, live_lines, notice_line, summary_lines, unknown_device_lines
+from .report.live import (
+    LIVE_HEADER,
+    event_lines,
+    live_lines,
+    notice_line,
+    pid_list,
+    summary_lines,
+    unknown_device_lines,
+)
 from .report.progress import Progress
 
 FORMATS = LISTING_FORMATS
@@ -70,23 +78,15 @@ def _nonempty(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
-def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A duration in seconds: finite and above 0 (nan and inf would trace for ever)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter(f"{value} is not a number of seconds above 0", ctx=ctx, param=param)
-    return value
-
-
-def _seconds_or_0(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A wait in seconds: finite and not negative (0: do not wait)."""
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise click.BadParameter(f"{value} is not a number of seconds (0 or more)", ctx=ctx, param=param)
-    return value
-
-
-def _pids(pids: list[int], most: int = 8) -> str:
-    """'pid 12, 15' (at most ``most`` of them, then '...')."""
-    return "pid " + ", ".join(map(str, pids[:most])) + (", ..." if len(pids) > most else "")
+def _seconds(zero_ok: bool = False) -> Callable[[click.Context, click.Parameter, float | None], float | None]:
+    """Callback for a duration in seconds: finite and above 0 (nan and inf would run for ever),
+    or with ``zero_ok`` 0 or more."""
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+            want = "(0 or more)" if zero_ok else "above 0"
+            raise click.BadParameter(f"{value} is not a number of seconds {want}", ctx=ctx, param=param)
+        return value
+    return check
 
 
 def _existing_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -472,7 +472,7 @@ def _printer(verbose: bool, err: bool) -> Callable[[cfgaudit.LiveBatch], None]:
 @cli.command()
 @live_options
 @click.option("-p", "--pid", type=click.IntRange(min=1), help="only this process (thread group)")
-@click.option("-d", "--duration", type=float, callback=_seconds, metavar="SECONDS",
+@click.option("-d", "--duration", type=float, callback=_seconds(), metavar="SECONDS",
               help="stop after this many seconds")
 def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
           buffer_pages, verbose, pid, duration) -> int:
@@ -517,7 +517,7 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
 @live_options
 @click.option("--fail-on", type=FAIL_LEVELS, default="exclusive", show_default=True,
               help="lowest kind of finding that makes the run fail (exit 1)")
-@click.option("--wait-descendants", type=float, callback=_seconds_or_0, metavar="SECONDS",
+@click.option("--wait-descendants", type=float, callback=_seconds(zero_ok=True), metavar="SECONDS",
               help="once CMD exits, follow its descendants still running at most this long "
                    "[default: until the last exits; 0: stop with CMD]")
 @click.argument("cmd", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
@@ -546,7 +546,7 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
     def cmd_exited(code: int, left: list[int]) -> None:
         bound = f"at most {wait_descendants:g} s" if wait_descendants is not None else "until the last exits"
         click.echo(f"cfgaudit: {cmd[0]} exited ({code}); following {len(left)} descendant(s) still running "
-                   f"({_pids(left)}) {bound}; Ctrl-C ends the run", err=True)
+                   f"({pid_list(left)}) {bound}; Ctrl-C ends the run", err=True)
 
     stop = _Stop()
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import create_output
+from .files import create_output
 from .hostpaths import DEFAULT, HostPaths
 from .regions import (
     DeviceSet,

@@ -28,6 +28,7 @@ from .analyze import Analyzer
 from .analyze.findings import empty_findings
 from .audit import build_report
 from .errors import OutputError, UsageError
+from .files import check_output
 from .hostpaths import DEFAULT, HostPaths
 from .inventory import Sources, open_devices, registry_for
 from .probes import LiveOptions, backend_table, pick_backend, prepare_host
@@ -37,7 +38,6 @@ from .probes.tracefile import (
     TRACE_FORMATS,
     TraceReader,
     TraceWriter,
-    check_output,
     make_header,
     trace_kind,
 )
@@ -127,7 +127,7 @@ def _default_signals() -> None:
 def _descendants(root: int, proc: str = "/proc") -> list[int]:
     """Pids of the live processes below ``root`` (by parent pid in PROC/PID/stat), sorted;
     zombies (exited, not yet reaped) are not counted."""
-    parent: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     for name in os.listdir(proc):
         if not name.isdigit():
             continue
@@ -139,13 +139,12 @@ def _descendants(root: int, proc: str = "/proc") -> list[int]:
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after the last ')'
         rest = stat[stat.rfind(b")") + 2:].split()
         if len(rest) >= 2 and rest[0] != b"Z":
-            parent[int(name)] = int(rest[1])
-    found: set[int] = set()
+            children.setdefault(int(rest[1]), []).append(int(name))
+    found: list[int] = []
     frontier = [root]
     while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p and c not in found]
-        found.update(kids)
+        kids = children.get(frontier.pop(), [])
+        found += kids
         frontier += kids
     return sorted(found)
 

@@ -90,14 +90,10 @@ class RegionIndex:
         key = (dev * DENSE_OFF + offset) * (DENSE_SIZE + 1) + size
         return np.where(ok, key, 0), ok
 
-    def device_codes(self, bdf: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        """Device code per event (-1: a device without regions or config space), through the
-        chunk's own dictionary of BDF strings."""
-        return self.device_keys(bdf)[0]
-
     def device_keys(self, bdf: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-        """(device code per event as in :meth:`device_codes`, position of each event's BDF in
-        ``names``, ``names``): the chunk's distinct BDF strings, then ``None`` (a null BDF)."""
+        """(device code per event, -1 for a device without regions or config space; position of
+        each event's BDF in ``names``; ``names``: the chunk's distinct BDF strings, then ``None``
+        for a null BDF), through the chunk's own dictionary of BDF strings."""
         enc = pc.dictionary_encode(bdf)
         enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
         names: list[str | None] = [*enc.dictionary.to_pylist(), None]
@@ -112,7 +108,7 @@ class RegionIndex:
         if sel.size == 0 or self.dev.size == 0:
             return _EMPTY, _EMPTY
         key, ok = self.dense_keys(dev[sel], offset[sel], size[sel])
-        cnt = np.diff(self._dense_ptr)[key]
+        cnt = self._dense_ptr[key + 1] - self._dense_ptr[key]  # regions per key, only these keys
         cnt[~ok] = 0
         hit = np.flatnonzero(cnt)
         ev_rows, regs = _expand(sel[hit], self._dense_ptr[key[hit]], cnt[hit], self._dense_reg)

@@ -33,10 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from ..errors import LINK_REFUSED as _LINK_REFUSED
-from ..errors import InputError, OutputError, open_input
-from ..errors import create_output as _create
+from ..errors import InputError, OutputError
 from ..events import (
+    BDF_RE,
     FIELDS,
     INT64_MAX,
     OPS,
@@ -48,10 +47,12 @@ from ..events import (
     json_schema,
     validate_row,
 )
+from ..files import create_output as _create
+from ..files import open_input
 from ..hexarrow import is_hex
 
 __all__ = ["TraceReader", "TraceWriter", "TraceFormat", "TRACE_FORMATS", "DEFAULT_TRACE_FORMAT", "TRACE_FORMAT",
-           "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text", "check_output",
+           "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text",
            "PARTIAL_SUFFIX"]
 
 TRACE_FORMAT = "cfgaudit-trace"
@@ -271,8 +272,6 @@ class JsonlTraceReader(TraceReader):
             if first.strip():
                 doc = _loads(first)
                 if isinstance(doc, dict) and doc.get("record") == "header":
-                    if doc.get("format") != TRACE_FORMAT:
-                        raise InputError(f"header is not a {TRACE_FORMAT} header", path=self.path, line=1)
                     self.header = _checked_record(doc, "header", self.path, 1)
                     self.header_line = 1
                     self._body_start = len(first)
@@ -509,7 +508,7 @@ def _surely_valid(t: pa.Table) -> bool:
     if not (_all_values(t.column("op"), lambda a: pc.is_in(a, value_set=ops))
             and _all_values(t.column("via"), lambda a: pc.is_in(a, value_set=vias))
             and _all_values(t.column("bdf"), lambda a: pc.match_substring_regex(
-                a, r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"))):
+                a, BDF_RE.pattern))):
         return False
     data = t.column("data")
     if pc.all(is_hex(data)).as_py() is False:
@@ -532,7 +531,7 @@ def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
     via = t.column("via")
     bad = pc.or_(bad, pc.fill_null(pc.invert(_per_value(via, lambda a: pc.is_in(a, value_set=vias))), False))
     bad = pc.or_(bad, pc.invert(pc.fill_null(_per_value(t.column("bdf"), lambda a: pc.match_substring_regex(
-        a, r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")), False)))
+        a, BDF_RE.pattern)), False)))
     data = t.column("data")
     bad = pc.or_(bad, pc.fill_null(pc.invert(is_hex(data)), False))
     # more bytes of data than the access's size (fewer is fine: live traces keep the first 64)
@@ -662,18 +661,6 @@ def os_reason(err: BaseException) -> str:
         m = re.search(r"\[errno (\d+)\]", str(err), re.I)
         code = int(m[1]) if m else None
     return os.strerror(code) if code else " ".join(str(err).split())
-
-
-def check_output(path: str) -> None:
-    """Refuse, before a live run loads its probes, a trace path :func:`_create` would refuse:
-    a symbolic link, a directory, or a file in a directory that does not exist."""
-    if os.path.islink(path):
-        raise InputError(_LINK_REFUSED, path=path)
-    if os.path.isdir(path):
-        raise InputError("cannot create trace: is a directory", path=path)
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise InputError(f"cannot create trace: no such directory {parent}", path=path)
 
 
 class TraceWriter:

@@ -27,7 +27,8 @@ import re
 import tomllib
 from dataclasses import dataclass
 
-from ..errors import InputError, open_input
+from ..errors import InputError
+from ..files import open_input
 from .capabilities import EXT_CAPS, STD_CAPS
 from .configspace import PCI_CFG_SPACE_EXP_SIZE, normalize_bdf
 from .kernel import KernelRange, parse_kernel

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import InputError, is_utf8_text, open_input
+from ..errors import InputError, is_utf8_text
+from ..files import open_input
 from ..pci_regs import (  # PCI_CFG_SPACE_SIZE, PCI_CFG_SPACE_EXP_SIZE: also imported from here
     PCI_CFG_SPACE_EXP_SIZE,
     PCI_CFG_SPACE_SIZE,
@@ -476,7 +477,7 @@ def save_snapshot(ds: DeviceSet, path: str, fd: int | None = None) -> None:
     """Write ``ds`` as a snapshot file (JSON) to ``fd`` (an open descriptor for ``path``, which is
     closed), or else to ``path`` opened here: a snapshot holds config bytes non-root cannot read, so
     a new file is made mode 0600 and a symbolic link is refused (``cfgaudit snapshot`` opens its
-    output with :func:`cfgaudit.errors.create_output`, which does the same)."""
+    output with :func:`cfgaudit.files.create_output`, which does the same)."""
     try:
         if fd is None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -105,6 +105,11 @@ def event_lines(events: list[dict], t0_ns: int) -> list[str]:
             f"{'-':<12} {e['op']}" for e in events]
 
 
+def pid_list(pids: list[int], most: int = 8) -> str:
+    """'pid 12, 15' (at most ``most`` of them, then '...')."""
+    return "pid " + ", ".join(map(str, pids[:most])) + (", ..." if len(pids) > most else "")
+
+
 def summary_lines(s: dict) -> list[str]:
     """The closing lines of a live run, from its report's ``summary``."""
     out = [f"{s.get('events', 0)} config accesses ({s.get('writes', 0)} writes, {s.get('reads', 0)} reads); "
@@ -118,8 +123,8 @@ def summary_lines(s: dict) -> list[str]:
                    "could resolve them: their writes are not reported")
     if s.get("still_running"):
         pids = s["still_running"]
-        out.append(f"{len(pids)} descendant(s) still running at the end (pid {', '.join(map(str, pids[:8]))}"
-                   f"{', ...' if len(pids) > 8 else ''}): their later accesses were not traced")
+        out.append(f"{len(pids)} descendant(s) still running at the end ({pid_list(pids)}): their later "
+                   "accesses were not traced")
     if s.get("lost"):
         out.append(f"Possibly lost {s['lost']} events (ring buffer full): raise --buffer-pages")
     else:
