@@ -20,13 +20,13 @@ SRC = os.path.join(ROOT, "src", "cfgaudit")
 DOC = os.path.join(ROOT, "docs", "ARCHITECTURE.md")
 
 # Leaves: import nothing of cfgaudit but errors (and errors imports nothing of cfgaudit).
-LEAVES = {"events", "errors", "files", "pci_regs", "hostpaths", "hexarrow"}
+LEAVES = {"events", "errors", "files", "pci_regs", "hostpaths", "hexarrow", "ondemand"}
 # The modules that compose the layers below them into the public API (fleet: issue 10).
 COMPOSERS = {"inventory", "audit", "live", "fleet"}
 # The package root `cfgaudit` (its __init__.py, the one public API) is named "cfgaudit" below.
 PKG = "cfgaudit"
 # Optional heavy dependencies that may be imported lazily, inside a function, with a comment.
-LAZY_IMPORTS = {"bcc", "duckdb", "dask"}
+LAZY_IMPORTS = {"bcc", "duckdb", "dask", "pandas"}
 
 
 # ---------------------------------------------------------------------------- the code's modules
@@ -133,7 +133,7 @@ def _violations(mod: str, imps: set[str]) -> list[str]:
     if layer == "cli":
         return only({PKG, "errors", "report"})
     if layer == "main":
-        return only({"cli"})
+        return only({"cli", "ondemand"})
     raise AssertionError(f"{layer}: {tops}")
 
 
@@ -292,6 +292,39 @@ def _mid_file_imports(source: str, name: str = "<src>") -> list[str]:
         bad.append(f"{node.lineno}: mid-file import of {', '.join(sorted(names))} "
                    f"(only {', '.join(sorted(LAZY_IMPORTS))} may be imported lazily)")
     return bad
+
+
+# pandas loads on demand (issue 10): one import of it, in ondemand.py; elsewhere only under
+# `if TYPE_CHECKING:`, and Arrow's to_pandas() only through ondemand.frame() (pyarrow imports pandas
+# itself there, which the entry point's block would refuse).
+def _pandas_uses(source: str, name: str = "<src>") -> list[str]:
+    """Imports of pandas outside `if TYPE_CHECKING:` and calls of .to_pandas(), each as 'LINE: what'."""
+    tree = ast.parse(source, name)
+    typing_only = {id(n) for node in tree.body if _is_type_checking(node) for n in ast.walk(node)}
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in typing_only \
+                and any(_top(n) == "pandas" for n in _import_names(node)):
+            bad.append(f"{node.lineno}: import of pandas (use ondemand.load_pandas())")
+        elif isinstance(node, ast.Attribute) and node.attr == "to_pandas":
+            bad.append(f"{node.lineno}: .to_pandas() (use ondemand.frame())")
+    return bad
+
+
+@pytest.mark.parametrize("mod,path", list(_modules()), ids=[m for m, _ in _modules()])
+def test_pandas_only_on_demand(mod: str, path: str) -> None:
+    if mod == "ondemand":
+        return
+    with open(path) as fh:
+        bad = _pandas_uses(fh.read(), path)
+    assert not bad, f"{mod}: {'; '.join(bad)}"
+
+
+def test_pandas_rule_catches_what_it_should() -> None:
+    assert _pandas_uses("import pandas as pd\n")[0].startswith("1: import of pandas")
+    assert _pandas_uses("def f():\n    from pandas import DataFrame\n")[0].startswith("2: import of pandas")
+    assert _pandas_uses("def f(t):\n    return t.to_pandas()\n")[0].startswith("2: .to_pandas()")
+    assert _pandas_uses("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas as pd\n") == []
 
 
 # The entry point imports the CLI inside console(), after its signal set-up (a Ctrl-C while the

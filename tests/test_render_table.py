@@ -196,7 +196,7 @@ def test_formats_follow_the_table_after_the_row_goes() -> None:
 
 
 def test_only_streaming_formats_have_a_stream() -> None:
-    assert [n for n, r in RENDERERS.items() if r.stream] == ["csv"]
+    assert [n for n, r in RENDERERS.items() if r.stream] == ["json", "csv"]
 
 
 def _doc_code_blocks(text: str) -> list[str]:

@@ -14,8 +14,9 @@ import pytest
 
 from cfgaudit.audit import FAIL_LEVELS
 from cfgaudit.report.render import FORMATS
-from support import QEMU_CXL, ROOT
+from support import QEMU_CXL, ROOT, run_cli
 
+SAMPLE = os.path.join(ROOT, "sample-traces", "cxl-doe-6.2", "trace.jsonl")  # embeds its snapshot
 # Heavy third-party packages, and cfgaudit modules that load them (or the live machinery).
 HEAVY = ("pandas", "pyarrow", "numpy", "bcc", "duckdb", "dask")
 HEAVY_OURS = ("cfgaudit.audit", "cfgaudit.live", "cfgaudit.inventory", "cfgaudit.analyze", "cfgaudit.probes",
@@ -60,14 +61,33 @@ def test_devices_and_regions_from_a_dump_load_regions_alone(cmd: list[str], tmp_
     assert mods == {"cfgaudit.inventory", "cfgaudit.regions"}, sorted(mods)
 
 
-def test_analyze_empty_trace_loads_no_live_machinery(tmp_path) -> None:
-    """The analysis of an empty trace needs the trace reader and the report (today: pyarrow and
-    pandas, see BENCHMARKS.md "Start-up"), never the live side or the optional heavy packages."""
+def test_analyze_empty_trace_loads_no_live_machinery_and_no_pandas(tmp_path) -> None:
+    """The analysis of an empty trace needs the trace reader and the report's text, never the live
+    side, the optional heavy packages or pandas (no DataFrame is asked for)."""
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    code, mods, _ = _loaded(tmp_path, "analyze", str(empty), "--lspci-dump", QEMU_CXL, "--kernel", "6.2")
-    assert code == 0
-    assert not mods & {"bcc", "duckdb", "dask", "cfgaudit.live"}, sorted(mods)
+    code, mods, out = _loaded(tmp_path, "analyze", str(empty), "--lspci-dump", QEMU_CXL, "--kernel", "6.2")
+    assert code == 0 and "No conflicting writes." in out
+    assert not mods & {"bcc", "duckdb", "dask", "cfgaudit.live", "pandas"}, sorted(mods)
+
+
+def test_streamed_csv_loads_no_pandas(tmp_path) -> None:
+    """analyze --format csv streams Arrow tables to the file: findings, and still no pandas."""
+    out = tmp_path / "f.csv"
+    code, mods, _ = _loaded(tmp_path, "analyze", SAMPLE, "--format", "csv", "-o", str(out))
+    assert code == 1 and out.read_text().count("\n") > 10  # findings into exclusive ranges: exit 1
+    assert "pandas" not in mods, sorted(mods)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_format_loads_pandas_when_it_asks(fmt: str, tmp_path) -> None:
+    """Through the entry point (pandas deferred), every format renders the sample as the
+    in-process CLI does: pandas is loaded for the formats that build DataFrames, not refused."""
+    out = tmp_path / f"r.{fmt}"
+    code, _, _ = _loaded(tmp_path, "analyze", SAMPLE, "--format", fmt, "-o", str(out))
+    want_code, _, _ = run_cli("analyze", SAMPLE, "--format", fmt, "-o", str(tmp_path / f"direct.{fmt}"))
+    assert code == want_code == 1
+    assert out.read_text() == (tmp_path / f"direct.{fmt}").read_text()
 
 
 @pytest.mark.parametrize("cmd", [["analyze", "--help"], ["check", "--help"]])

@@ -98,7 +98,7 @@ def test_failing_counts_unknown_writes_only_at_managed_and_only_from_a_report() 
     an = Analyzer(_registry())
     events = [*UNKNOWN_ONLY, _ev(6, RP_BDF, 0x58, 2, via="procfs")]  # + a managed write (Link Control)
     f = an.feed(_table(events))
-    rep = build_report(an, an.res, [f], dict(an.counts), {})
+    rep = build_report(an, an.res, lambda: f, dict(an.counts), {})
     assert (f["kind"] == "managed").sum() == 1
     assert failing(rep, "managed") == 5 and failing(rep, "exclusive") == 0 and failing(rep, "never") == 0
     assert failing(rep.findings, "managed") == 1  # a findings frame alone: findings only

@@ -14,8 +14,9 @@ import os
 import signal
 import sys
 
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # a shell's code for "ended by SIGINT" (130)
+from .ondemand import defer_pandas, keep_freed_memory
 
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # a shell's code for "ended by SIGINT" (130)
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
     """SIGINT before the command line is loaded: nothing has started, nothing to save."""
@@ -29,6 +30,8 @@ def console() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, _interrupted_while_loading)
+    keep_freed_memory()  # before pyarrow and numpy load
+    defer_pandas()  # pandas loads when a DataFrame is asked for, not when pyarrow makes its first array
     # The CLI is imported here, after the handler above, so a Ctrl-C while it loads is handled.
     from .cli import main
     signal.signal(signal.SIGINT, signal.default_int_handler)  # main() turns it into "Error: interrupted"

@@ -9,22 +9,25 @@ import os
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from .analyze import Analyzer
-from .analyze.findings import empty_findings
+from .analyze.findings import empty_findings, findings_frame
 from .errors import InputError, UsageError
 from .events import arrow_schema
 from .inventory import REGION_KEYS, Sources, open_devices, regions_rows, registry_for
+from .ondemand import frame, load_pandas
 from .probes import BACKENDS, ReplayOptions
 from .regions import DeviceSet, RegistryResult, parse_driver_overrides, parse_kernel
 from .regions.configspace import devices_from_snapshot_dict
 from .report.frames import Report, summarize
 from .report.render import RENDERERS, render
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "replay", "analyze",
            "load_trace", "failing", "render_report", "build_report", "devices_for_trace"]
@@ -133,27 +136,43 @@ def open_analysis(traces: list[str], src: Sources | None = None, kernel: str | N
 # ------------------------------------------------------------------------------------------
 def regions_frame(res: RegistryResult) -> pd.DataFrame:
     """The registry as a frame (columns :data:`cfgaudit.inventory.REGION_KEYS`; bytes)."""
+    pd = load_pandas()
     return pd.DataFrame(regions_rows(res), columns=list(REGION_KEYS))
 
 
 def write_hist_frame(an: Analyzer) -> pd.DataFrame:
     """Writes per (device, config offset in bytes) seen by ``an`` (offset 4096: beyond)."""
+    pd = load_pandas()
     h = an.write_hist
     nz = np.flatnonzero(h)
     width = h.shape[1]
     return pd.DataFrame({"bdf": [an.bdfs[i // width] for i in nz], "offset": nz % width, "writes": h.flat[nz]})
 
 
-def build_report(analyzer: Analyzer, registry: RegistryResult, parts: list[pd.DataFrame], counts: dict[str, int],
-                 meta: dict[str, Any]) -> Report:
-    """A :class:`Report` from findings chunks, trace counts and where it came from. The summary
-    also counts the writes to devices not in the sources (``unknown_device_writes``, and per BDF
-    ``unknown_devices``: see :attr:`cfgaudit.analyze.Analyzer.unknown`)."""
-    findings = pd.concat(parts, ignore_index=True) if parts else empty_findings()
-    summary = summarize(findings, counts)
-    summary["unknown_device_writes"] = analyzer.unknown_writes
-    summary["unknown_devices"] = analyzer.unknown_devices()
-    return Report(findings, regions_frame(registry), write_hist_frame(analyzer), summary, meta)
+def build_report(analyzer: Analyzer, registry: RegistryResult, findings: Callable[[], pd.DataFrame] | None,
+                 counts: dict[str, int], meta: dict[str, Any]) -> Report:
+    """A :class:`Report` from a maker of the findings frame (``None``: no findings), trace
+    counts and where it came from. The summary also counts the writes to devices not in the
+    sources (``unknown_device_writes``, and per BDF ``unknown_devices``: see
+    :attr:`cfgaudit.analyze.Analyzer.unknown`). Without findings, no frame is built until a
+    renderer asks for one (and pandas is not loaded)."""
+    rep = Report(findings or empty_findings, lambda: regions_frame(registry), lambda: write_hist_frame(analyzer),
+                 meta=meta, n_findings=0 if findings is None else None)
+    rep.summary = summarize(rep.findings if findings is not None else None, counts)
+    rep.summary["unknown_device_writes"] = analyzer.unknown_writes
+    rep.summary["unknown_devices"] = analyzer.unknown_devices()
+    return rep
+
+
+def _frames_of(parts: list[pa.Table]) -> Callable[[], pd.DataFrame] | None:
+    """A maker of one findings frame from Arrow findings chunks (``None`` when there are none)."""
+    if not parts:
+        return None
+
+    def make() -> pd.DataFrame:
+        pd = load_pandas()
+        return pd.concat([findings_frame(p) for p in parts], ignore_index=True)
+    return make
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,14 +221,14 @@ def _prefetch(it: Iterator[T], depth: int = 1) -> Iterator[T]:
 
 def run_analysis(a: Analysis, progress: Progress | None = None) -> Report:
     """Analyse every chunk and collect the findings into a :class:`Report`."""
-    parts: list[pd.DataFrame] = []
+    parts: list[pa.Table] = []
     for t in a.source.tables():
-        f = a.analyzer.feed(t)
-        if not f.empty:
+        f = a.analyzer.feed_arrow(t)
+        if f is not None and f.num_rows:
             parts.append(f)
         if progress:
             progress(a.analyzer.counts["events"])
-    return build_report(a.analyzer, a.registry, parts, a.counts(), a.meta())
+    return build_report(a.analyzer, a.registry, _frames_of(parts), a.counts(), a.meta())
 
 
 def stream_analysis(a: Analysis, sink: Callable[[pa.Table], None], progress: Progress | None = None) -> Report:
@@ -222,23 +241,23 @@ def stream_analysis(a: Analysis, sink: Callable[[pa.Table], None], progress: Pro
             sink(fa)
         if progress:
             progress(a.analyzer.counts["events"])
-    return build_report(a.analyzer, a.registry, [], a.counts(), a.meta())
+    return build_report(a.analyzer, a.registry, None, a.counts(), a.meta())
 
 
 def replay(a: Analysis, on_findings: Callable[[int, pd.DataFrame], None]) -> Report:
     """Replay the traces at their recorded pace (the source's ``speed``), handing each non-empty
     findings chunk to ``on_findings(t0_ns, findings)`` as it would have appeared live (``t0_ns``:
     the first event's time); returns the whole report at the end."""
-    parts: list[pd.DataFrame] = []
+    parts: list[pa.Table] = []
     t0: int | None = None
     for ts, t in a.source.paced():
         if t0 is None:
             t0 = ts
-        f = a.analyzer.feed(t)
-        if not f.empty:
+        f = a.analyzer.feed_arrow(t)
+        if f is not None and f.num_rows:
             parts.append(f)
-            on_findings(t0, f)
-    return build_report(a.analyzer, a.registry, parts, a.counts(), a.meta())
+            on_findings(t0, findings_frame(f))
+    return build_report(a.analyzer, a.registry, _frames_of(parts), a.counts(), a.meta())
 
 
 def render_report(a: Analysis, fmt: str, out: IO[str], progress: Progress | None = None) -> Report:
@@ -252,6 +271,9 @@ def render_report(a: Analysis, fmt: str, out: IO[str], progress: Progress | None
         sink = r.stream(out)
         try:
             rep = stream_analysis(a, sink, progress)
+            finish = getattr(sink, "finish", None)
+            if finish is not None:  # a format whose end holds the summary and meta (json): before close
+                finish(rep.summary, rep.meta)
         finally:
             sink.close()
         rep.summary["findings"] = sink.rows
@@ -271,8 +293,8 @@ def load_trace(*paths: str, skip_bad: bool = False) -> pd.DataFrame:
     rs = BACKENDS["replay"].open(ReplayOptions(paths=list(paths), skip_bad=skip_bad))
     tables = list(rs.tables())
     if not tables:
-        return arrow_schema().empty_table().to_pandas()
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        return frame(arrow_schema().empty_table())
+    return frame(pa.concat_tables(tables, promote_options="permissive"))
 
 
 def analyze(traces: str | Iterable[str], sources: Sources | None = None, kernel: str | None = None,
@@ -291,9 +313,10 @@ def failing(report: Report | pd.DataFrame, level: str) -> int:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_LEVELS)}")
     if level == "never":
         return 0
-    findings = report.findings if isinstance(report, Report) else report
+    empty = report.n_findings == 0 if isinstance(report, Report) else report.empty
     n = 0
-    if not findings.empty:
+    if not empty:
+        findings = report.findings if isinstance(report, Report) else report
         kinds = {"exclusive"} if level == "exclusive" else {"exclusive", "managed"}
         n = int((findings["kind"].isin(kinds) & findings["allowed_by"].isna()).sum())
     if isinstance(report, Report) and level == "managed":

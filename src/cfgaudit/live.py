@@ -18,9 +18,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,6 +30,7 @@ from .errors import OutputError, UsageError
 from .files import check_output
 from .hostpaths import DEFAULT, HostPaths
 from .inventory import Sources, open_devices, registry_for
+from .ondemand import child_environ, load_pandas
 from .probes import LiveOptions, backend_table, pick_backend, prepare_host
 from .probes.session import Batch, Notice, run
 from .probes.tracefile import (
@@ -44,6 +44,9 @@ from .probes.tracefile import (
 from .regions import normalize_bdf, running_kernel
 from .regions.configspace import snapshot_dict
 from .report.frames import Report
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["TraceConfig", "LiveBatch", "LiveRun", "doctor_rows", "prepare_host", "resolve_command"]
 
@@ -266,6 +269,7 @@ class LiveRun:
         CMD exits while descendants run. Those still running at the end are in
         :attr:`still_running` (pids). Returns CMD's exit code (128+signal when killed)."""
         exe = resolve_command(cmd)
+        env = child_environ()  # the user's environment, not what cfgaudit set for itself
         _become_subreaper()
         r, w = os.pipe()
         pid = os.fork()
@@ -275,7 +279,7 @@ class LiveRun:
                 _default_signals()
                 os.read(r, 1)
                 os.close(r)
-                os.execv(exe, cmd)
+                os.execve(exe, cmd, env)
             finally:
                 os._exit(127)
         os.close(r)
@@ -377,8 +381,9 @@ class LiveRun:
         meta = {"traces": [self.cfg.output] if self.cfg.output else [], "kernel": str(self.registry.kernel),
                 "iomem_relaxed": self.registry.iomem_relaxed, "host": self.header.get("host"),
                 "backend": self.header.get("backend")}
-        rep = build_report(self.analyzer, self.registry, self.parts, dict(self.analyzer.counts, lost=lost, skipped=0),
-                           meta)
+        parts = self.parts
+        frames = (lambda: load_pandas().concat(parts, ignore_index=True)) if parts else None
+        rep = build_report(self.analyzer, self.registry, frames, dict(self.analyzer.counts, lost=lost, skipped=0), meta)
         rep.summary["unmediated"] = [n.to_record() for n in self.notices]
         rep.summary["unresolved_opens"] = unresolved
         rep.summary["still_running"] = list(self.still_running)

@@ -159,3 +159,19 @@ def test_disk_full_keeps_a_valid_trace_and_tracing_goes_on(fake_tree, small_disk
     a = cfg("analyze", recorded, "--format", "json")
     assert a.returncode == 1, a.stderr  # every kept event is a finding: a valid trace, none cut in half
     assert json.loads(a.stdout)["summary"]["events"] == kept
+
+
+def test_run_gives_cmd_the_users_environment(fake_tree, tmp_path) -> None:
+    """The allocator setting cfgaudit makes for itself at start-up (ondemand.keep_freed_memory)
+    is not passed on to CMD; the user's own variables are, a user's own MIMALLOC_PURGE_DELAY too."""
+    out = tmp_path / "env"
+    p = cfg("run", "--sysfs-path", fake_tree["sysfs"], "--kernel", "6.2.0", "--",
+            "sh", "-c", f"env > {out}")
+    assert p.returncode == 0, p.stderr
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert "MIMALLOC_PURGE_DELAY" not in env and env.get("PATH") == os.environ["PATH"]
+    p = subprocess.run([EXE, "run", "--sysfs-path", fake_tree["sysfs"], "--kernel", "6.2.0", "--",
+                        "sh", "-c", f"env > {out}"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "MIMALLOC_PURGE_DELAY": "7"})
+    assert p.returncode == 0, p.stderr
+    assert "MIMALLOC_PURGE_DELAY=7" in out.read_text().splitlines()

@@ -16,10 +16,9 @@ Offsets and sizes are bytes; times are ns.
 """
 from __future__ import annotations
 
-from typing import Any, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Generator, Iterable
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,6 +30,9 @@ from .findings import RowValues, assemble, empty_findings, findings_frame, sever
 from .index import KIND_CODE, RegionIndex
 from .kernel import KernelVerdicts
 from .known import KnownBytes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Analyzer", "analyze_tables", "findings_frame"]
 
@@ -109,8 +111,7 @@ class Analyzer:
         keep = np.flatnonzero(self.index.kind[rows_reg] != KIND_CODE["user"])
         if keep.size != rows_ev.size:
             rows_ev, rows_reg = rows_ev[keep], rows_reg[keep]
-        allowed = self.index.allowed(rows_ev, rows_reg, dev, offset, size)
-        has_allowed = pd.notna(allowed)
+        allowed, has_allowed = self.index.allowed(rows_ev, rows_reg, dev, offset, size)
         via = t.column("via").take(pa.array(rows_ev))
         allowed_by = pa.array(allowed, type=pa.string()) if has_allowed.any() else pa.nulls(rows_ev.size, pa.string())
         cols: dict[str, pa.Array | pa.ChunkedArray] = {

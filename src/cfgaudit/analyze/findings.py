@@ -12,15 +12,18 @@ Offsets, sizes and lengths are bytes; times are ns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import FIELDS as EVENT_FIELDS
+from ..ondemand import frame, load_pandas
 from ..regions.registry import KINDS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["FindingField", "FINDING_FIELDS", "FINDING_COLUMNS", "SEVERITY", "SEVERITY_LEVELS", "RowValues",
            "assemble", "empty_findings", "findings_frame", "findings_schema", "severity_column"]
@@ -105,6 +108,7 @@ _EMPTY: list[pd.DataFrame] = []  # built once (some 20 ms): a stream of chunks w
 def empty_findings() -> pd.DataFrame:
     """No findings: an empty DataFrame with the columns and dtypes of :data:`FINDING_COLUMNS`
     (a fresh copy each call)."""
+    pd = load_pandas()
     if not _EMPTY:
         _EMPTY.append(pd.DataFrame({c: pd.Series(dtype=t) for c, t in FINDING_COLUMNS.items()}))
     return _EMPTY[0].copy()
@@ -113,7 +117,7 @@ def empty_findings() -> pd.DataFrame:
 def findings_frame(f: pa.Table) -> pd.DataFrame:
     """A findings table from :meth:`Analyzer.feed_arrow` as a DataFrame with :data:`FINDING_COLUMNS` dtypes."""
     cols = [pc.cast(c, c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in f.columns]
-    df = pa.Table.from_arrays(cols, names=f.column_names).to_pandas()
+    df = frame(pa.Table.from_arrays(cols, names=f.column_names))
     return df.astype({c: tp for c, tp in FINDING_COLUMNS.items()})[_NAMES].reset_index(drop=True)
 
 

@@ -11,7 +11,6 @@ only the events with a match are expanded. Offsets, sizes and lengths are bytes.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -129,7 +128,7 @@ class RegionIndex:
             return _EMPTY, _EMPTY
         d, o, s = dev[sel], np.minimum(offset[sel], MAX_OFF), np.minimum(size[sel], MAX_SIZE)
         keys = (d << 40) | (o << 16) | s
-        codes, uniq = pd.factorize(keys, sort=False)
+        uniq, codes = np.unique(keys, return_inverse=True)
         uo, us = (uniq >> 16) & MAX_OFF, uniq & MAX_SIZE
         # every unique triple against every region of its device
         cnt = self.dev_count[uniq >> 40]
@@ -147,21 +146,24 @@ class RegionIndex:
         return _expand(sel[m], ptr[codes[m]], ev_cnt[m], pr)
 
     def allowed(self, rows_ev: np.ndarray, rows_reg: np.ndarray, dev: np.ndarray, offset: np.ndarray,
-                size: np.ndarray) -> np.ndarray:
+                size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per (event, region) pair: the owner of the first user region (in index order) that
-        covers the bytes the event writes inside the region, or ``None`` (an object array)."""
+        covers the bytes the event writes inside the region, or ``None`` (an object array); and
+        the mask of the pairs that have one."""
         out = np.full(rows_ev.size, None, dtype=object)
+        has = np.zeros(rows_ev.size, dtype=bool)
         if not self.user:
-            return out
+            return out, has
         o = offset[rows_ev]
         e = o + size[rows_ev] - 1
         lo = np.maximum(o, self.start[rows_reg])
         hi = np.minimum(e, self.end[rows_reg])
         d = dev[rows_ev]
         for u in self.user:
-            m = (d == self.dev_code[u.bdf]) & (u.start <= lo) & (u.end >= hi) & pd.isna(out)
+            m = (d == self.dev_code[u.bdf]) & (u.start <= lo) & (u.end >= hi) & ~has
             out[m] = u.owner
-        return out
+            has |= m
+        return out, has
 
     def region_columns(self, rows_reg: np.ndarray) -> dict[str, pa.Array]:
         """The region columns of the findings for the regions ``rows_reg`` (indices into the index):

@@ -8,18 +8,21 @@ are defined in :mod:`cfgaudit.analyze.findings`; ``FINDING_COLUMNS``, ``SEVERITY
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from ..analyze.findings import FINDING_COLUMNS, SEVERITY, empty_findings
+from ..ondemand import load_pandas
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["FINDING_COLUMNS", "SEVERITY", "Report", "empty_findings", "by_device", "by_region", "by_process",
            "by_time", "summarize"]
 
+# A frame, or a function that makes it when it is first asked for (pandas is then imported).
+Frame = Union["pd.DataFrame", Callable[[], "pd.DataFrame"]]
 
-@dataclass
+
 class Report:
     """Everything a renderer needs.
 
@@ -28,17 +31,49 @@ class Report:
     length, owner, kind, capability, rule, source). ``write_hist``: writes per (bdf, offset)
     for plots (columns bdf, offset, writes). ``summary``: counts (see :func:`summarize`).
     ``meta``: where it came from (traces, kernel, iomem_relaxed, host, backend).
+
+    Each frame may be given as a function that makes it: it is called (and pandas loaded) the
+    first time the frame is asked for, so a renderer that never looks at a frame (the table of
+    a report without findings, ``n_findings``) needs no pandas. ``n_findings``: the number of
+    findings rows, known without building the frame when the builder says so.
     """
 
-    findings: pd.DataFrame
-    regions: pd.DataFrame
-    write_hist: pd.DataFrame
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, findings: Frame, regions: Frame, write_hist: Frame, summary: dict[str, Any] | None = None,
+                 meta: dict[str, Any] | None = None, n_findings: int | None = None) -> None:
+        self._frames: dict[str, Frame] = {"findings": findings, "regions": regions, "write_hist": write_hist}
+        self.summary: dict[str, Any] = summary if summary is not None else {}
+        self.meta: dict[str, Any] = meta if meta is not None else {}
+        self._n = n_findings
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        f = self._frames[name]
+        if callable(f):
+            f = self._frames[name] = f()
+        return f
+
+    @property
+    def findings(self) -> pd.DataFrame:
+        return self._frame("findings")
+
+    @property
+    def regions(self) -> pd.DataFrame:
+        return self._frame("regions")
+
+    @property
+    def write_hist(self) -> pd.DataFrame:
+        return self._frame("write_hist")
+
+    @property
+    def n_findings(self) -> int:
+        """Findings rows (without building the frame when the count was given)."""
+        if self._n is None:
+            self._n = len(self.findings)
+        return self._n
 
 
 def by_device(f: pd.DataFrame) -> pd.DataFrame:
     """Per device: findings, distinct writes, exclusive/managed counts, writes the kernel taints on."""
+    pd = load_pandas()
     if f.empty:
         return pd.DataFrame(columns=["bdf", "findings", "writes", "exclusive", "managed", "tainting_writes"])
     g = f.groupby("bdf", sort=True)
@@ -54,6 +89,7 @@ def by_device(f: pd.DataFrame) -> pd.DataFrame:
 
 def by_region(f: pd.DataFrame) -> pd.DataFrame:
     """Per (bdf, region, owner, kind): how many writes hit it and by how many processes."""
+    pd = load_pandas()
     cols = ["bdf", "region_start", "region_length", "owner", "kind", "capability", "rule"]
     if f.empty:
         return pd.DataFrame(columns=cols + ["writes", "processes", "first_ts_ns", "last_ts_ns"])
@@ -64,6 +100,7 @@ def by_region(f: pd.DataFrame) -> pd.DataFrame:
 
 def by_process(f: pd.DataFrame) -> pd.DataFrame:
     """Per (pid, comm): writes with findings, devices touched, and how many the kernel taints on."""
+    pd = load_pandas()
     cols = ["pid", "comm"]
     if f.empty:
         return pd.DataFrame(columns=cols + ["writes", "devices", "exclusive", "tainting_writes"])
@@ -78,6 +115,7 @@ def by_process(f: pd.DataFrame) -> pd.DataFrame:
 
 def by_time(f: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
     """Findings per time bin (``bins`` equal bins over the findings' span; ns)."""
+    pd = load_pandas()
     if f.empty:
         return pd.DataFrame(columns=["start_ns", "end_ns", "findings", "exclusive"])
     lo, hi = int(f["ts_ns"].min()), int(f["ts_ns"].max())
@@ -91,9 +129,14 @@ def by_time(f: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
     return out.drop(columns="_b")
 
 
-def summarize(f: pd.DataFrame, counts: dict[str, int]) -> dict[str, Any]:
+def summarize(f: pd.DataFrame | None, counts: dict[str, int]) -> dict[str, Any]:
     """The ``summary`` object: trace counts (``counts``: events, writes, reads, lost, skipped)
-    plus findings by kind and the kernel's verdicts."""
+    plus findings by kind and the kernel's verdicts. ``f`` may be ``None``: no findings."""
+    if f is None or f.empty:
+        return {**counts, "findings": 0, "writes_with_findings": 0,
+                "by_kind": {k: 0 for k in ("exclusive", "managed", "user")}, "exclusive_writes": 0,
+                "managed_writes": 0, "allowed": 0, "kernel_taints": 0, "kernel_logs": 0, "devices": [],
+                "processes": []}
     kinds = f["kind"].value_counts().to_dict() if not f.empty else {}
     failing = f[f["allowed_by"].isna()] if not f.empty else f
     return {

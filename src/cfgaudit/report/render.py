@@ -21,22 +21,26 @@ import json
 import math
 import os
 import re
+import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, overload
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, overload
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from ..errors import UsageError
 from .csvout import CsvSink
 from .frames import FINDING_COLUMNS, SEVERITY, Report, by_device, by_process, by_region, by_time
+from .jsonout import JsonSink
 from .listing import Column, render_listing
 from .live import printable as _printable
 from .live import unknown_device_line, unknown_device_lines, unknown_device_total, value_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Renderer", "RENDERERS", "FORMATS", "FindingsSink", "render", "finding_message", "summary_text"]
 
@@ -97,7 +101,10 @@ def _plain(v: Any) -> Any:
         return [_plain(x) for x in items]
     if isinstance(v, np.ndarray):
         return [_plain(x) for x in v.tolist()]
-    if v is None or v is pd.NA or v is pd.NaT:
+    if v is None:
+        return None
+    pdm = sys.modules.get("pandas")  # pandas' missing values exist only when pandas is loaded (it is lazy)
+    if pdm is not None and (v is pdm.NA or v is pdm.NaT):
         return None
     if isinstance(v, np.generic):
         v = v.item()
@@ -393,7 +400,7 @@ def _render_table(report: Report) -> str:
     if traces:
         lines.append(_clip(_printable("traces: " + ", ".join(traces)), width))
     lines.append("")
-    rows = _display_rows(report.findings)
+    rows = _display_rows(report.findings) if report.n_findings else []
     if not rows:
         lines.append(_no_findings_text(report.summary))
     else:
@@ -454,6 +461,13 @@ def _dumps(obj: Any) -> str:
 
 def _render_json(report: Report) -> str:
     return _dumps(_json_document(report))
+
+
+def _stream_json(out: IO[str]) -> JsonSink:
+    """The json format, streamed: the document's start now, then each findings chunk's findings
+    (made and written by a worker thread), then, at close, the summary and meta handed to the
+    sink's ``finish`` (audit.render_report does): the same bytes as :func:`_render_json`."""
+    return JsonSink(out, background=True, plain=_plain)
 
 
 def _csv_cell(v: Any) -> Any:
@@ -851,7 +865,8 @@ def _render_junit(report: Report) -> str:
 
 RENDERERS: dict[str, Renderer] = {r.name: r for r in (
     Renderer("table", "terminal text: findings, per-device/region/process summaries, totals", _render_table, "txt"),
-    Renderer("json", "JSON object: findings (every column), summary with breakdowns, meta", _render_json, "json"),
+    Renderer("json", "JSON object: findings (every column), summary with breakdowns, meta", _render_json, "json",
+             stream=_stream_json),
     Renderer("csv", "CSV: a header of every finding column, one record per finding", _render_csv, "csv",
              stream=_stream_csv),
     Renderer("markdown", "Markdown: meta, summary, findings table and summary tables", _render_markdown, "md"),
