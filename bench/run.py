@@ -24,8 +24,13 @@ the CSV going to /dev/null, to show memory stays bounded (target <= 600 MiB).
 Traces are generated deterministically (numpy, seeded) and cached in ``--out`` keyed by
 size, seed and mix; generation is not measured.
 
+``--results FILE``: also write the figures as JSON (per trace: the medians, the ratio, identical
+rows, json / csv, peak RSS; the bounded-memory run's events, seconds and peak RSS), rewritten after
+each trace so that a run cut short (or failed on "identical rows") leaves what it measured;
+``bench/summary.py`` reads it (``make bench``).
+
     .venv/bin/python bench/run.py [--cases 10M:parquet,10M:jsonl,5M:parquet:few] [--rounds 3]
-        [--big 1e8|0] [--baseline SRC] [--seed 1] [--out bench-out] [--keep] [--write-md]
+        [--big 1e8|0] [--baseline SRC] [--seed 1] [--out bench-out] [--keep] [--write-md] [--results FILE]
 """
 from __future__ import annotations
 
@@ -201,7 +206,8 @@ def ensure_regions(out: str) -> str:
     rows = [r.to_dict() for r in res.registry.regions() if r.kind != "user"]
     cols = ["bdf", "start", "length", "owner", "kind", "capability", "rule", "source"]
     t = pa.table({c: [r[c] for r in rows] for c in cols})
-    pq.write_table(t.cast(pa.schema([(c, pa.int64() if c in ("start", "length") else pa.string()) for c in cols])), path)
+    schema = pa.schema([(c, pa.int64() if c in ("start", "length") else pa.string()) for c in cols])
+    pq.write_table(t.cast(schema), path)
     return path
 
 
@@ -323,9 +329,10 @@ def table_md(rows: list[dict], big: dict | None) -> str:
                      f"{r['duck_rss']:,.0f} MiB | {'yes' if r['identical'] else 'NO'} |")
     out = head + "\n".join(lines) + "\n"
     if big:
+        ref = f" (vs {big['ref_rss']:,.0f} MiB at {fmt_size(big['ref_n'])})" if big.get("ref_rss") else ""
         out += (f"\nBounded memory: {fmt_size(big['n'])} events from Parquet, CSV to /dev/null: "
                 f"{big['cfg_s']:.1f} s ({big['n'] / big['cfg_s']:,.0f} events/s), peak RSS {big['cfg_rss']:,.0f} MiB"
-                + (f" (vs {big['ref_rss']:,.0f} MiB at {fmt_size(big['ref_n'])})" if big.get("ref_rss") else "") + ".\n")
+                + ref + ".\n")
     return out
 
 
@@ -362,7 +369,8 @@ def environment() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     return (f"Run {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, "
-            f"{platform.system()} {platform.release()}; Python {platform.python_version()}, pandas {pandas.__version__}, "
+            f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
+            f"pandas {pandas.__version__}, "
             f"numpy {numpy.__version__}, pyarrow {pyarrow.__version__}, DuckDB {duckdb.__version__} "
             f"(default threads). Seed {{seed}}.\n")
 
@@ -396,6 +404,47 @@ def _same_file(fa, fb) -> bool:
             return True
 
 
+class ConflictSetsDiffer(SystemExit):
+    """A trace's conflict sets differ: ends the run like ``sys.exit(message)``, carrying the trace's
+    figures so far (``row``: one round, ``identical`` False) for ``--results``."""
+
+    def __init__(self, message: str, row: dict) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+def case_results(r: dict) -> dict:
+    """One trace's figures for ``--results`` (seconds, MiB; ``ratio`` = cfgaudit s / DuckDB s)."""
+    return {"name": case_name(r), "events": r["n"], "format": r["kind"], "mix": r["mix"],
+            "cfgaudit_s": r["cfg_s"], "cfgaudit_runs": r["cfg_all"],
+            "duckdb_s": r["duck_s"], "duckdb_runs": r["duck_all"],
+            "ratio": r["cfg_s"] / r["duck_s"], "identical": bool(r["identical"]),
+            "findings": r["rows"], "duckdb_rows": r.get("duck_rows"),
+            "json_s": r["json_s"], "json_csv": r["json_s"] / r["cfg_s"] if r["json_s"] else None,
+            "cfgaudit_peak_rss_mib": r["cfg_rss"], "duckdb_peak_rss_mib": r["duck_rss"],
+            "before_s": r["old_s"]}
+
+
+def write_results(path: str, args: argparse.Namespace, rows: list[dict], big: dict | None, complete: bool) -> None:
+    """``--results``: the run's figures as JSON (written to a temporary file, then renamed).
+    ``complete`` is False while the run is still going (or when it stopped on differing rows)."""
+    data = {
+        "script": "bench/run.py", "schema": 1, "complete": complete,
+        "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(), "load_average": load_average(),
+        "rounds": args.rounds, "seed": args.seed, "cases": [case_results(r) for r in rows],
+        "big_requested": args.big,
+        "big": None if big is None else {
+            "events": big["n"], "seconds": big["cfg_s"], "events_per_s": big["n"] / big["cfg_s"],
+            "peak_rss_mib": big["cfg_rss"], "ref_events": big["ref_n"], "ref_peak_rss_mib": big["ref_rss"]},
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
 def run_case(c: dict, args: argparse.Namespace, regions: str) -> dict:
     """One trace: cfgaudit (csv) and DuckDB alternating, ``--rounds`` each; the conflict sets
     compared after the first round; then cfgaudit ``--format json`` (``--json-rounds``)."""
@@ -427,7 +476,9 @@ def run_case(c: dict, args: argparse.Namespace, regions: str) -> dict:
                 [sys.executable, os.path.abspath(__file__), "_compare", cfg_csv, duck_csv,
                  str(int(c["kind"] == "parquet"))], check=True, capture_output=True, text=True).stdout)
             if not same:
-                sys.exit(f"conflict sets differ: {cfg_csv} vs {duck_csv}")
+                row = dict(c, cfg_s=median(cfg), cfg_all=cfg, duck_s=median(duck), duck_all=duck, cfg_rss=cfg_rss,
+                           duck_rss=duck_rss, rows=na, duck_rows=nb, identical=False, json_s=None, old_s=None)
+                raise ConflictSetsDiffer(f"conflict sets differ: {cfg_csv} vs {duck_csv}", row)
             if old:  # the baseline's CSV must be the same bytes
                 with open(cfg_csv, "rb") as fa, open(cfg_csv + ".old", "rb") as fb:
                     res_same = _same_file(fa, fb)
@@ -437,7 +488,8 @@ def run_case(c: dict, args: argparse.Namespace, regions: str) -> dict:
               + (f", baseline {old[-1]:6.2f} s" if args.baseline and r < args.baseline_rounds else "")
               + f" (load {load_average()})", flush=True)
     res = dict(c, cfg_s=median(cfg), cfg_all=cfg, duck_s=median(duck), duck_all=duck, cfg_rss=cfg_rss,
-               duck_rss=duck_rss, rows=na, identical=same, json_s=None, old_s=median(old) if old else None)
+               duck_rss=duck_rss, rows=na, duck_rows=nb, identical=same, json_s=None,
+               old_s=median(old) if old else None)
     if args.json_rounds and c["n"] <= args.json_max:
         cfg_json = os.path.join(args.out, f"cfgaudit-{tag}.json")
         js = [measure(cfgaudit_cmd(trace, cfg_json, "json"), ok=(0, 1))[0] for _ in range(args.json_rounds)]
@@ -481,14 +533,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-out"))
     ap.add_argument("--keep", action="store_true", help="keep the findings CSVs")
     ap.add_argument("--write-md", action="store_true", help="rewrite the table in BENCHMARKS.md")
+    ap.add_argument("--results", metavar="FILE", help="also write the figures as JSON (for bench/summary.py)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     cases = parse_cases(args.cases)
     regions = os.path.join(args.out, "regions.parquet")
-    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); "
                     f"import run; run.ensure_regions({args.out!r})"], check=True)
     print(f"# load average at start: {load_average()} ({os.cpu_count()} cores)", flush=True)
-    rows = [run_case(c, args, regions) for c in cases]
+    rows: list[dict] = []
+    for c in cases:
+        try:
+            rows.append(run_case(c, args, regions))
+        except ConflictSetsDiffer as e:
+            rows.append(e.row)
+            if args.results:
+                write_results(args.results, args, rows, None, complete=False)
+            raise
+        if args.results:
+            write_results(args.results, args, rows, None, complete=False)
     big = None
     if args.big:
         trace = generate(args.out, args.big, args.seed, "parquet")
@@ -499,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{cfg_rss:7,.0f} MiB (CSV to /dev/null; target <= 600 MiB: {'met' if cfg_rss <= 600 else 'not met'})",
               flush=True)
     print(f"# load average at end: {load_average()}")
+    if args.results:
+        write_results(args.results, args, rows, big, complete=True)
     text = table_md(rows, big)
     print()
     print(text)

@@ -21,11 +21,14 @@ HEAD src | tar -x -C /tmp/before`` then ``--before-src /tmp/before/src``). Print
 min and median seconds of ``--runs`` runs each, and whether the median is within ``--limit``.
 ``--importtime``: also the top entries of ``python -X importtime`` for each command (cumulative
 microseconds, this tree). ``--check``: exit 1 when a cfgaudit command's median is over the limit.
+``--results FILE``: also write the figures as JSON (per command: min, median and every run, in
+seconds; which of them are issue 10's three target commands) for ``bench/summary.py``.
 ``make bench`` runs it after bench/run.py.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -40,6 +43,8 @@ DUMP = os.path.join(ROOT, "tests", "data", "dumps", "qemu-6.1", "lspci-xxxx_0000
 SAMPLE = os.path.join(ROOT, "sample-traces", "cxl-doe-6.2", "trace.jsonl")
 # What the console script runs (for --before-src, whose tree has no script of its own).
 LIKE_THE_SCRIPT = "import sys; from cfgaudit.__main__ import console; sys.exit(console())"
+# Issue 10, target 2 names these three (the names of commands()); HEADER is measured beside them.
+TARGETS = ("cfgaudit --help", "cfgaudit analyze EMPTY", "cfgaudit devices --lspci-dump ONE")
 
 
 def commands(tmp: str) -> dict[str, list[str]]:
@@ -89,6 +94,27 @@ def importtime(argv: list[str], top: int) -> list[tuple[int, int, str]]:
     return sorted(rows, reverse=True)[:top]
 
 
+def write_results(path: str, times: dict[str, list[float]], ours: dict[str, list[str]], limit: float,
+                  runs: int) -> None:
+    """``--results``: min, median and every run (seconds) per command, as JSON. ``kind``: "cfgaudit"
+    (this tree's console script), "before" (``--before-src``) or "peer"; ``target``: one of issue
+    10's three commands."""
+    commands = {}
+    for n, ts in times.items():
+        kind = "cfgaudit" if n in ours else "before" if n.endswith(" (before)") else "peer"
+        commands[n] = {"kind": kind, "target": n in TARGETS, "min": min(ts), "median": statistics.median(ts),
+                       "runs": ts}
+    data = {"script": "bench/startup.py", "schema": 1, "complete": True,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(),
+            "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()), "runs": runs, "limit_s": limit,
+            "commands": commands}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
@@ -96,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before-src", metavar="DIR", help="also run the commands from this src/ tree")
     ap.add_argument("--importtime", action="store_true", help="print python -X importtime's top entries")
     ap.add_argument("--check", action="store_true", help="exit 1 when a command's median is over --limit")
+    ap.add_argument("--results", metavar="FILE", help="also write the figures as JSON (for bench/summary.py)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="cfgaudit-startup-") as tmp:
@@ -128,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             if mine and med > args.limit:
                 over.append(n)
             print(f"| {n} | {min(ts):.3f} | {med:.3f} | {verdict} |")
+        if args.results:
+            write_results(args.results, times, ours, args.limit, args.runs)
         if args.importtime:
             for name, a in ours.items():
                 print(f"\n{name}: top imports (python -X importtime; cumulative / self, ms)\n")

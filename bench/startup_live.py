@@ -20,6 +20,11 @@ Then the steps, one run each in a fresh interpreter: imports, compile, load and 
 buffer, close, done by bcc directly from each tree's program text and constants (the "before"
 tree and this one with the cache off), and by a ``SyscallSession`` of this tree on a cache miss
 and a hit (its ``timings``). Prints Markdown tables (min / median for the runs).
+
+``--results FILE``: also write the figures as JSON for ``bench/summary.py``: per case (``warm``,
+``cold``, ``cache_off``, ``before``, ``peer``) the min, median and every run of "attached",
+"tracing" and "exit", in seconds, and the steps. Not root: the file says ``"skipped": "needs
+root"`` (and the script exits as before).
 """
 from __future__ import annotations
 
@@ -161,13 +166,38 @@ def tracepoints(src: str) -> int:
         return len(set(re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", fh.read())))
 
 
-def main() -> int:
+def stats(runs: list[dict[str, float]]) -> dict[str, dict[str, float | list[float]]]:
+    """Per measure ("attached", "tracing", "exit") of a case's runs: min, median and every run."""
+    out: dict[str, dict[str, float | list[float]]] = {}
+    for key in ("attached", "tracing", "exit"):
+        xs = [r[key] for r in runs if key in r]
+        if xs:
+            out[key] = {"min": min(xs), "median": statistics.median(xs), "runs": xs}
+    return out
+
+
+def write_results(path: str, data: dict) -> None:
+    """``--results``: ``data`` as JSON (a temporary file, then renamed)."""
+    data = {"script": "bench/startup_live.py", "schema": 1, "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "cores": os.cpu_count(), "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "kernel": os.uname().release, **data}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="start -> probes attached, cold and warm BPF cache")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--before-src", help="src/ of another checkout, timed the same way")
     ap.add_argument("--peer", default="exitsnoop-bpfcc", help="bcc tool timed to its header line ('' to skip)")
-    args = ap.parse_args()
+    ap.add_argument("--results", metavar="FILE", help="also write the figures as JSON (for bench/summary.py)")
+    args = ap.parse_args(argv)
     if os.geteuid() != 0:
+        if args.results:
+            write_results(args.results, {"complete": False, "skipped": "needs root"})
         raise SystemExit("needs root (it loads BPF programs)")
     py = sys.executable
     src = os.path.join(ROOT, "src")
@@ -182,8 +212,10 @@ def main() -> int:
         one_run(cmd, env_for(src, warm_dir), TRACING, n)  # fill it
         # name -> run(i); the cases take turns, so a busy spell on the machine hits them alike
         cases: list[tuple[str, Callable[[int], dict[str, float]]]] = []
+        case_keys: dict[str, str] = {}  # case name -> its key in --results
         if args.before_src:
             nb, before = tracepoints(args.before_src), args.before_src
+            case_keys[f"before ({before})"] = "before"
             cases.append((f"before ({before})", lambda i: one_run(cmd, env_for(before, "off"), TRACING, nb)))
         cases += [
             ("cold cache (bcc compiles, entry saved)",
@@ -191,6 +223,8 @@ def main() -> int:
             ("warm cache (entry loaded)", lambda i: one_run(cmd, env_for(src, warm_dir), TRACING, n)),
             ("cache off", lambda i: one_run(cmd, env_for(src, "off"), TRACING, n)),
         ]
+        case_keys.update({"cold cache (bcc compiles, entry saved)": "cold", "warm cache (entry loaded)": "warm",
+                          "cache off": "cache_off", f"{args.peer} (bcc tool) to its header": "peer"})
         if args.peer and shutil.which(args.peer):
             peer_env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its header reaches the pipe at once
             cases.append((f"{args.peer} (bcc tool) to its header",
@@ -230,6 +264,11 @@ def main() -> int:
     for k in keys:
         cells = [f"{steps[c][k]:.3f}" if isinstance(steps[c].get(k), float) else "-" for c in cases]
         print(f"| {k} | " + " | ".join(cells) + " |")
+    if args.results:
+        write_results(args.results, {
+            "complete": True, "runs": args.runs, "tracepoints": n, "before_src": args.before_src,
+            "cases": {case_keys[name]: {"name": name, **stats(runs)} for name, runs in rows},
+            "steps": steps})
     return 0
 
 

@@ -4,6 +4,7 @@
 #   python3-bpfcc   bcc's Python module (Debian). PyPI's "bcc" is unrelated: never pip-install it.
 #   linux-headers-amd64  bcc compiles its programs against kernel headers; used only when the
 #                   running kernel ships none (then /lib/modules/$(uname -r)/build is linked to them).
+#   bpfcc-tools     (--bench only) bcc's own tools: exitsnoop-bpfcc is make bench's peer for probes-ready.
 # --quiet-unless-root: say nothing when not root (make's test targets print their own line then).
 set -eu
 if [ "$(id -u)" != 0 ]; then
@@ -17,6 +18,7 @@ fi
 need=""
 command -v lspci >/dev/null 2>&1 || need="$need pciutils"
 [ -e /usr/lib/python3/dist-packages/bcc/__init__.py ] || need="$need python3-bpfcc"
+case " $* " in *" --bench "*) command -v exitsnoop-bpfcc >/dev/null 2>&1 || need="$need bpfcc-tools" ;; esac
 rel=$(uname -r)
 if [ ! -e "/lib/modules/$rel/build/include/generated/autoconf.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
     ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1 || need="$need linux-headers-amd64"
