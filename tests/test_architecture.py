@@ -25,8 +25,9 @@ LEAVES = {"events", "errors", "files", "pci_regs", "hostpaths", "hexarrow", "ond
 COMPOSERS = {"inventory", "audit", "live", "fleet"}
 # The package root `cfgaudit` (its __init__.py, the one public API) is named "cfgaudit" below.
 PKG = "cfgaudit"
-# Optional heavy dependencies that may be imported lazily, inside a function, with a comment.
-LAZY_IMPORTS = {"bcc", "duckdb", "dask", "pandas"}
+# Optional heavy dependencies that may be imported lazily, inside a function, with a comment; pandas
+# only in ondemand.py (test_pandas_only_on_demand); importlib.metadata (15-35 ms) for SARIF's version.
+LAZY_IMPORTS = {"bcc", "duckdb", "dask", "pandas", "importlib.metadata"}
 
 
 # ---------------------------------------------------------------------------- the code's modules
@@ -283,7 +284,7 @@ def _mid_file_imports(source: str, name: str = "<src>") -> list[str]:
         if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in top_ok:
             continue
         names = _import_names(node)
-        if all(_top(n) in LAZY_IMPORTS for n in names):
+        if all(n in LAZY_IMPORTS or _top(n) in LAZY_IMPORTS for n in names):
             here = lines[node.lineno - 1]
             above = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
             if "#" not in here and not above.startswith("#"):

@@ -38,6 +38,21 @@ def test_bare_event_lines_are_a_trace(tmp_path) -> None:
     assert rows[0].extra == {"extra_key": "kept"}
 
 
+def test_line_longer_than_a_parse_piece_is_read(tmp_path, monkeypatch) -> None:
+    """Blocks are parsed in PARSE_BLOCK_BYTES pieces on pyarrow's threads; a line longer than a
+    piece is parsed again as one piece, not dropped to the slow path or refused."""
+    import cfgaudit.probes.tracefile as tf
+
+    monkeypatch.setattr(tf, "PARSE_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(tf.JsonlTraceReader, "_parse_lines", lambda *a: pytest.fail("the slow path was taken"))
+    lines = [_ev(ts_ns=i, comm="c" * (10_000 if i == 3 else 5)) for i in range(40)]
+    r = TraceReader(_lines(tmp_path, lines))
+    t = pa.concat_tables(r.tables())
+    assert t.column("ts_ns").to_pylist() == list(range(40)) and len(t.column("comm")[3].as_py()) == 10_000
+    monkeypatch.setattr(tf, "PARSE_BLOCK_BYTES", 1 << 20)
+    assert pa.concat_tables(TraceReader(_lines(tmp_path, lines, "u.jsonl")).tables()).equals(t)
+
+
 def test_header_and_footer(tmp_path) -> None:
     h = json.dumps(make_header(kernel_release="6.2.0", boot_flags=["iomem=relaxed"])) + "\n"
     f = json.dumps({"record": "footer", "events": 2, "lost": 3}) + "\n"

@@ -57,6 +57,7 @@ __all__ = ["TraceReader", "TraceWriter", "TraceFormat", "TRACE_FORMATS", "DEFAUL
 
 TRACE_FORMAT = "cfgaudit-trace"
 TRACE_VERSION = 1
+PARSE_BLOCK_BYTES = 1 << 20  # pieces pyarrow's JSON reader parses in parallel
 BLOCK_BYTES = 16 << 20  # JSONL block handed to pyarrow at once
 DICT_COLUMNS = ("comm", "op", "bdf", "via")  # read from Parquet as dictionaries
 META_HEADER = b"cfgaudit.header"
@@ -344,8 +345,7 @@ class JsonlTraceReader(TraceReader):
     def _parse_block(self, block: bytes, first_line: int, po: pj.ParseOptions) -> pa.Table | None:
         if _objects_only(block) and _shallow(block):  # pyarrow's reader: objects only, never deep nesting
             try:
-                t = pj.read_json(io.BytesIO(block), parse_options=po,
-                                 read_options=pj.ReadOptions(block_size=max(1 << 20, len(block) + 1)))
+                t = _read_json_blocks(block, po)
                 t.validate(full=True)  # text that is not UTF-8 (pyarrow lets some through): line by line
                 t = _conform(t)
                 if _invalid_mask(t) is None and not _has_header_records(t):
@@ -618,6 +618,19 @@ def _loads(line: bytes) -> Any:
 
 
 _LINE_STARTS_OK = np.array([ord("{"), ord("\n")], dtype=np.uint8)
+
+
+def _read_json_blocks(block: bytes, po: pj.ParseOptions) -> pa.Table:
+    """``block`` (whole lines) parsed by pyarrow's JSON reader in PARSE_BLOCK_BYTES pieces on its
+    thread pool; a line longer than a piece ("straddling") is parsed again as one piece."""
+    try:
+        return pj.read_json(io.BytesIO(block), parse_options=po,
+                            read_options=pj.ReadOptions(block_size=PARSE_BLOCK_BYTES))
+    except pa.ArrowInvalid as err:
+        if "straddl" not in str(err):
+            raise
+    return pj.read_json(io.BytesIO(block), parse_options=po,
+                        read_options=pj.ReadOptions(block_size=max(PARSE_BLOCK_BYTES, len(block) + 1)))
 
 
 def _objects_only(block: bytes) -> bool:

@@ -25,7 +25,6 @@ import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, overload
 
 import numpy as np
@@ -715,9 +714,12 @@ def _rule_id(row: dict[str, Any]) -> str:
 
 
 def _tool_version() -> str | None:
+    """cfgaudit's installed version (the SARIF log's tool version), or None when not installed."""
+    import importlib.metadata  # lazy: 15-35 ms of start-up (email, zipfile, ...), for SARIF only
+
     try:
-        return version("cfgaudit")
-    except PackageNotFoundError:
+        return importlib.metadata.version("cfgaudit")
+    except importlib.metadata.PackageNotFoundError:
         return None
 
 
