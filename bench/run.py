@@ -42,6 +42,8 @@ import subprocess
 import sys
 import time
 
+from summary import save_results  # bench/summary.py: the format it reads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SNAPSHOT = os.path.join(ROOT, "sample-traces", "cxl-doe-6.2", "snapshot.json")
 KERNEL = "6.2"
@@ -428,21 +430,13 @@ def case_results(r: dict) -> dict:
 def write_results(path: str, args: argparse.Namespace, rows: list[dict], big: dict | None, complete: bool) -> None:
     """``--results``: the run's figures as JSON (written to a temporary file, then renamed).
     ``complete`` is False while the run is still going (or when it stopped on differing rows)."""
-    data = {
-        "script": "bench/run.py", "schema": 1, "complete": complete,
-        "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(), "load_average": load_average(),
-        "rounds": args.rounds, "seed": args.seed, "cases": [case_results(r) for r in rows],
+    save_results(path, "bench/run.py", {
+        "complete": complete, "rounds": args.rounds, "seed": args.seed, "cases": [case_results(r) for r in rows],
         "big_requested": args.big,
         "big": None if big is None else {
             "events": big["n"], "seconds": big["cfg_s"], "events_per_s": big["n"] / big["cfg_s"],
             "peak_rss_mib": big["cfg_rss"], "ref_events": big["ref_n"], "ref_peak_rss_mib": big["ref_rss"]},
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
+    })
 
 
 def run_case(c: dict, args: argparse.Namespace, regions: str) -> dict:

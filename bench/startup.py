@@ -28,7 +28,6 @@ seconds; which of them are issue 10's three target commands) for ``bench/summary
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -36,6 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from summary import save_results  # bench/summary.py: the format it reads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXE = os.path.join(os.path.dirname(sys.executable), "cfgaudit")
@@ -104,15 +105,7 @@ def write_results(path: str, times: dict[str, list[float]], ours: dict[str, list
         kind = "cfgaudit" if n in ours else "before" if n.endswith(" (before)") else "peer"
         commands[n] = {"kind": kind, "target": n in TARGETS, "min": min(ts), "median": statistics.median(ts),
                        "runs": ts}
-    data = {"script": "bench/startup.py", "schema": 1, "complete": True,
-            "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(),
-            "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()), "runs": runs, "limit_s": limit,
-            "commands": commands}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.write("\n")
-    os.replace(path + ".tmp", path)
+    save_results(path, "bench/startup.py", {"complete": True, "runs": runs, "limit_s": limit, "commands": commands})
 
 
 def main(argv: list[str] | None = None) -> int:

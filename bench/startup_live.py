@@ -42,6 +42,8 @@ import threading
 import time
 from typing import Callable
 
+from summary import save_results  # bench/summary.py: the format it reads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACING = "Tracing config-space writes"
 PROGRAM = os.path.join("cfgaudit", "bpf", "cfgaudit_syscalls.bpf.c")
@@ -177,15 +179,8 @@ def stats(runs: list[dict[str, float]]) -> dict[str, dict[str, float | list[floa
 
 
 def write_results(path: str, data: dict) -> None:
-    """``--results``: ``data`` as JSON (a temporary file, then renamed)."""
-    data = {"script": "bench/startup_live.py", "schema": 1, "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "cores": os.cpu_count(), "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "kernel": os.uname().release, **data}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.write("\n")
-    os.replace(path + ".tmp", path)
+    """``--results``: ``data`` (and the kernel release) for bench/summary.py."""
+    save_results(path, "bench/startup_live.py", {"kernel": os.uname().release, **data})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,20 @@ HEADING = "issue 10 targets (this run)"
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
 
 
+def save_results(path: str, script: str, data: dict) -> None:
+    """Write one script's figures for this summary: ``data`` plus where and when (script, schema,
+    time, cores, load average), as JSON through a temporary file renamed into place."""
+    import time  # only the writers need it
+
+    doc = {"script": script, "schema": 1, "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+           "cores": os.cpu_count(), "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()), **data}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+
+
 def verdict(value: float, limit: float) -> tuple[str, str]:
     """(status, text) of ``value`` against an upper ``limit``: "met (12% under)", "not met (8%
     over)" under 1.5x the limit, "not met (2.3x over)" from there."""
