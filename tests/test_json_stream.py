@@ -24,6 +24,7 @@ from cfgaudit.report.jsonout import JsonSink, findings_json, json_string_literal
 from cfgaudit.report.render import RENDERERS, _plain, _records, _render_json
 from cfgaudit.report.summary import FindingsSummary
 from support import QEMU_CXL, ROOT, run_cli
+from support.findings import finding_row
 
 SCENARIOS = sorted(d for d in os.listdir(os.path.join(ROOT, "sample-traces"))
                    if os.path.isdir(os.path.join(ROOT, "sample-traces", d)))
@@ -43,14 +44,7 @@ SPECIAL = ['q"uote', "back\\slash", "\\\"", "line\nbreak", "cr\rhere", "t\tab", 
 # ----------------------------------------------------------------------------------------------
 
 def _finding(i: int, **kw: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {c: None for c in FINDING_COLUMNS}
-    row.update(ts_ns=1_000_000_000 + 7 * i, pid=100 + i % 3, tid=100 + i % 3, uid=0, comm="setpci", op="write",
-               bdf="0000:0d:00.0", offset=0x198, size=4, data="01000000", via="sysfs", ret=4,
-               region_start=0x190, region_length=0x18, owner="cxl_pci", kind="exclusive", capability="DOE",
-               rule="doe-mailbox", source="drivers/pci/doe.c", kernel_taints=True, kernel_logs=i == 0,
-               kernel_message=None, allowed_by=None, severity="error", event_index=i)
-    row.update(kw)
-    return row
+    return finding_row(i, **{"ts_ns": 1_000_000_000 + 7 * i, "pid": 100 + i % 3, "tid": 100 + i % 3, **kw})
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

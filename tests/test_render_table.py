@@ -24,6 +24,7 @@ from cfgaudit.report.frames import FINDING_COLUMNS, Report, empty_findings, summ
 from cfgaudit.report.render import FORMATS, RENDERERS, FindingsSink, Renderer, render
 from support import ROOT, run_cli
 from support.docs import doc_block, md_table, rewrite_block
+from support.findings import finding_row
 
 DOC = os.path.join(ROOT, "docs", "formats.md")
 BEGIN = ("<!-- RENDERERS table: generated from cfgaudit.report.render.RENDERERS; "
@@ -38,14 +39,7 @@ SCENARIOS = sorted(d for d in os.listdir(os.path.join(ROOT, "sample-traces"))
 # ----------------------------------------------------------------------------------------------
 
 def _finding(i: int, **kw: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {c: None for c in FINDING_COLUMNS}
-    row.update(ts_ns=1_000_000_000 + i, pid=100 + i, tid=None, uid=0, comm="setpci", op="write",
-               bdf="0000:0d:00.0", offset=0x198, size=4, data="01000000", via="sysfs", ret=4,
-               region_start=0x190, region_length=0x18, owner="cxl_pci", kind="exclusive", capability="DOE",
-               rule="doe-mailbox", source="drivers/pci/doe.c", kernel_taints=True, kernel_logs=i == 0,
-               kernel_message=None, allowed_by=None, severity="error", event_index=i)
-    row.update(kw)
-    return row
+    return finding_row(i, **kw)
 
 
 ROWS = [
