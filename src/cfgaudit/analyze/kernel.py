@@ -94,6 +94,19 @@ def is_exclusive_many(registry: RegionRegistry, bdf: str, offsets: np.ndarray, c
     return out
 
 
+def _exclusive_spans(registry: RegionRegistry, bdfs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per device code: its first and last exclusive byte (offsets; ``int64`` max and -1 for a
+    device without exclusive bytes), built once per registry."""
+    lo = np.full(len(bdfs), np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(len(bdfs), -1, dtype=np.int64)
+    for code, bdf in enumerate(bdfs):
+        starts, ends = exclusive_arrays(registry, bdf)
+        if starts.size:
+            lo[code] = int(starts.min())
+            hi[code] = min(int(ends.max()), np.iinfo(np.int64).max)
+    return lo, hi
+
+
 class KernelVerdicts:
     """The verdict model for one registry and release. Stateful over a stream of chunks: the
     once-per-boot warning of each call site is printed once."""
@@ -104,6 +117,7 @@ class KernelVerdicts:
         self.paths = checked_paths(res.kernel)
         self.index = index
         self._logged: set[str] = set()
+        self._span = _exclusive_spans(self.registry, index.bdfs)
 
     def taints(self, t: pa.Table, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray, size: np.ndarray,
                is_write: np.ndarray) -> np.ndarray:
@@ -142,14 +156,7 @@ class KernelVerdicts:
         below its last exclusive byte to past its first (is_exclusive() is monotone in the size,
         so trimming only removes rows from these); negative offsets or sizes are kept, to be
         judged as the kernel's u64 arithmetic would."""
-        ndev = len(self.index.bdfs)
-        lo = np.full(ndev, np.iinfo(np.int64).max, dtype=np.int64)
-        hi = np.full(ndev, -1, dtype=np.int64)
-        for code, bdf in enumerate(self.index.bdfs):
-            starts, ends = exclusive_arrays(self.registry, bdf)
-            if starts.size:
-                lo[code] = int(starts.min())
-                hi[code] = min(int(ends.max()), np.iinfo(np.int64).max)
+        lo, hi = self._span
         if not (hi >= 0).any() or sel.size == 0:
             return sel[:0]
         d, o, s = dev[sel], offset[sel], size[sel]
