@@ -14,7 +14,7 @@ import pytest
 
 from cfgaudit.analyze import Analyzer
 from cfgaudit.audit import build_report, failing, open_analysis, run_analysis
-from cfgaudit.events import FIELDS, arrow_schema
+from cfgaudit.events import FIELDS, event_table
 from cfgaudit.inventory import Sources
 from cfgaudit.regions import build_registry, load_devices
 from cfgaudit.report.live import summary_lines
@@ -232,7 +232,7 @@ def test_large_trace_exact_counts_and_first_writes() -> None:
     dev = np.where(rng.random(n) < 0.5, rng.integers(0, 2, n), rng.integers(2, 5, n))
     is_write = rng.random(n) < 0.9
     size = rng.choice(np.array([1, 2, 4]), n)
-    t = pa.table({
+    t = event_table({
         "ts_ns": pa.array(np.arange(n, dtype=np.int64) * 10 + 5),
         "pid": pa.array(rng.integers(1, 50, n)),
         "comm": pa.array(np.array(["a", "bb", "ccc"])[rng.integers(0, 3, n)]),
@@ -243,8 +243,8 @@ def test_large_trace_exact_counts_and_first_writes() -> None:
         "tid": pa.nulls(n, pa.int64()), "uid": pa.nulls(n, pa.int64()),
         "data": pa.array(np.where(size == 4, "00000000", np.where(size == 2, "0000", "00"))),
         "via": pa.array(np.array(["sysfs", "procfs"])[rng.integers(0, 2, n)]),
-        "ret": pa.nulls(n, pa.int64()), "kernel_verdict": pa.nulls(n, pa.bool_()),
-    }, schema=arrow_schema())
+        "ret": pa.nulls(n, pa.int64()),
+    }, n)
     an = Analyzer(_registry())
     for k in range(0, n, 1 << 15):  # several chunks: counts and first writes carry over
         an.feed_arrow(t.slice(k, 1 << 15))

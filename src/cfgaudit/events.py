@@ -2,8 +2,18 @@
 
 From :data:`FIELDS` come the :class:`ConfigAccess` dataclass, the JSON keys of trace files,
 the Arrow schema of Parquet traces and pyarrow's JSON reader, and (for the live backends) the
-C record header. Offsets and sizes are bytes; ``ts_ns`` is nanoseconds (CLOCK_MONOTONIC for live
-traces, since boot); ``ret`` is bytes done or ``-errno``.
+C record header.
+
+Most events are user-space accesses (``op`` write or read). The kernel's own DOE exchanges are
+events too (:data:`DOE_OPS`, issue 11): ``doe_start`` when the kernel begins an exchange on a
+mailbox (``offset``: the DOE capability's offset; ``size``: request bytes; ``doe_vendor`` and
+``doe_type``: the data object protocol) and ``doe_end`` when it is over (``size``: response bytes
+asked for; ``ret``: bytes received or -errno), both ``via`` ``kernel`` with the kernel context's
+pid and comm (a kworker). One mailbox runs one exchange at a time (drivers/pci/doe.c: an ordered
+workqueue per mailbox), so a start pairs with the next end on the same (bdf, offset).
+
+Offsets and sizes are bytes; ``ts_ns`` is nanoseconds (CLOCK_MONOTONIC for live traces, since
+boot); ``ret`` is bytes done or ``-errno``.
 """
 from __future__ import annotations
 
@@ -15,11 +25,14 @@ import pyarrow as pa
 
 from .errors import is_utf8_text  # here for the trace reader; in errors.py so regions/ need no pyarrow
 
-__all__ = ["Field", "FIELDS", "REQUIRED", "OPS", "VIAS", "ConfigAccess", "arrow_schema", "json_schema",
+__all__ = ["Field", "FIELDS", "REQUIRED", "OPS", "USER_OPS", "DOE_OPS", "VIAS", "ConfigAccess", "arrow_schema",
+           "event_table", "json_schema",
            "validate_row", "BDF_RE", "INT64_MAX", "is_utf8_text"]
 
-OPS = ("write", "read")
-VIAS = ("sysfs", "procfs", "vfio", "ioport", "devmem", "unknown")
+USER_OPS = ("write", "read")  # a user-space access
+DOE_OPS = ("doe_start", "doe_end")  # the kernel's own DOE exchange on a mailbox (issue 11)
+OPS = USER_OPS + DOE_OPS
+VIAS = ("sysfs", "procfs", "vfio", "ioport", "devmem", "unknown", "kernel")
 BDF_RE = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
 
 
@@ -35,16 +48,19 @@ FIELDS: tuple[Field, ...] = (
     Field("ts_ns", pa.int64(), True, "time of the access, ns"),
     Field("pid", pa.int64(), True, "process (thread group) ID"),
     Field("comm", pa.string(), True, "process name (up to 15 characters)"),
-    Field("op", pa.string(), True, "'write' or 'read'"),
+    Field("op", pa.string(), True, "'write' or 'read'; the kernel's DOE exchanges: 'doe_start', 'doe_end'"),
     Field("bdf", pa.string(), True, "device, DDDD:BB:DD.F"),
     Field("offset", pa.int64(), True, "config-space offset of the first byte, bytes"),
     Field("size", pa.int64(), True, "bytes the process asked to write or read"),
     Field("tid", pa.int64(), False, "thread ID"),
     Field("uid", pa.int64(), False, "user ID"),
     Field("data", pa.string(), False, "hex of the bytes written (or read), in file order, lower case"),
-    Field("via", pa.string(), False, "path: sysfs, procfs, vfio, ioport, devmem, unknown"),
+    Field("via", pa.string(), False,
+          "path: sysfs, procfs, vfio, ioport, devmem, unknown; kernel (its own DOE exchanges)"),
     Field("ret", pa.int64(), False, "bytes done, or -errno"),
     Field("kernel_verdict", pa.bool_(), False, "resource_is_exclusive()'s own answer, where a probe saw it"),
+    Field("doe_vendor", pa.int64(), False, "doe_start: the data object's vendor ID (PCI-SIG 0x0001, CXL 0x1e98)"),
+    Field("doe_type", pa.int64(), False, "doe_start: the data object type (e.g. 0 discovery, 2 CXL table access)"),
 )
 REQUIRED = tuple(f.name for f in FIELDS if f.required)
 _BY_NAME = {f.name: f for f in FIELDS}
@@ -55,6 +71,13 @@ def arrow_schema() -> pa.Schema:
     return pa.schema([pa.field(f.name, f.arrow, nullable=not f.required) for f in FIELDS])
 
 
+def event_table(cols: dict[str, pa.Array], n: int) -> pa.Table:
+    """Event columns (``n`` rows) as a table of :func:`arrow_schema`: the fields not in ``cols``
+    (optional ones: a live backend records no DOE protocol, say) are null."""
+    return pa.table({f.name: cols[f.name] if f.name in cols else pa.nulls(n, f.arrow) for f in FIELDS},
+                    schema=arrow_schema())
+
+
 def json_schema() -> pa.Schema:
     """Schema handed to pyarrow's JSON reader: every field nullable (checked afterwards)."""
     return pa.schema([pa.field(f.name, f.arrow) for f in FIELDS])
@@ -62,7 +85,8 @@ def json_schema() -> pa.Schema:
 
 @dataclass
 class ConfigAccess:
-    """One user-space config-space access (a row of a trace). Unknown keys go to ``extra``."""
+    """One config-space access by user space, or a kernel DOE exchange's start or end (a row of
+    a trace). Unknown keys go to ``extra``."""
 
     ts_ns: int
     pid: int
@@ -77,6 +101,8 @@ class ConfigAccess:
     via: str | None = None
     ret: int | None = None
     kernel_verdict: bool | None = None
+    doe_vendor: int | None = None
+    doe_type: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,14 +137,14 @@ def validate_row(d: Any) -> str | None:
     for name in ("ts_ns", "pid", "offset", "size"):
         if not _is_int(d[name]) or not 0 <= d[name] <= INT64_MAX:
             return f"{name!r} must be a non-negative integer below 2**63, not {d[name]!r}"
-    for name in ("tid", "uid", "ret"):
+    for name in ("tid", "uid", "ret", "doe_vendor", "doe_type"):
         if d.get(name) is not None and (not _is_int(d[name]) or not -INT64_MAX - 1 <= d[name] <= INT64_MAX):
             return f"{name!r} must be a 64-bit integer, not {d[name]!r}"
     for k, v in d.items():
         if not is_utf8_text(k) or (isinstance(v, str) and not is_utf8_text(v)):
             return f"{k!r} is not valid UTF-8 text (a surrogate code point)"
     if d["op"] not in OPS:
-        return f"'op' must be 'write' or 'read', not {d['op']!r}"
+        return f"'op' must be one of {', '.join(OPS)}, not {d['op']!r}"
     if not isinstance(d["bdf"], str) or not BDF_RE.match(d["bdf"]):
         return f"'bdf' must look like 0000:0d:00.0, not {d['bdf']!r}"
     if not isinstance(d["comm"], str):

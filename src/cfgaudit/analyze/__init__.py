@@ -46,7 +46,8 @@ class Analyzer:
 
     Stateful over the stream: the once-per-boot warnings, the bytes known from reads and the DOE
     exchanges in progress carry from one chunk to the next. ``counts``: events, writes and reads
-    seen; ``write_hist``: writes per (device code, offset), shape ``[len(bdfs), 4097]`` (column
+    seen, and the kernel's own DOE exchanges (``doe_end`` events; they are neither writes nor
+    reads); ``write_hist``: writes per (device code, offset), shape ``[len(bdfs), 4097]`` (column
     4096: offsets beyond 4095); ``bdfs``: the devices in device-code order. With ``reads``, reads
     give finding rows too.
 
@@ -64,7 +65,7 @@ class Analyzer:
         self.verdicts = KernelVerdicts(res, self.index)
         self.known = KnownBytes(res, self.index)
         self.doe = DoeDecoder(res, self.index)
-        self.counts: dict[str, int] = {"events": 0, "writes": 0, "reads": 0}
+        self.counts: dict[str, int] = {"events": 0, "writes": 0, "reads": 0, "kernel_doe_exchanges": 0}
         self.bdfs: list[str] = self.index.bdfs
         self.write_hist = np.zeros((len(self.bdfs), _HIST_WIDTH), dtype=np.int64)
         self.unknown: dict[str, dict[str, Any]] = {}
@@ -87,10 +88,14 @@ class Analyzer:
         base = self._next_index
         self._next_index += n
         self.counts["events"] += n
-        is_write = pc.fill_null(pc.equal(t.column("op"), "write"), False).to_numpy(zero_copy_only=False)
-        is_read = ~is_write
+        op = t.column("op")
+        is_write = pc.fill_null(pc.equal(op, "write"), False).to_numpy(zero_copy_only=False)
+        is_read = pc.fill_null(pc.equal(op, "read"), False).to_numpy(zero_copy_only=False)
         self.counts["writes"] += int(is_write.sum())
         self.counts["reads"] += int(is_read.sum())
+        n_user = int(is_write.sum()) + int(is_read.sum())
+        if n_user != n:  # the kernel's own DOE exchanges (events.DOE_OPS): counted at their end
+            self.counts["kernel_doe_exchanges"] += int(pc.sum(pc.equal(op, "doe_end")).as_py() or 0)
         if n == 0:
             return None
         dev, bdf_key, bdf_names = self.index.device_keys(t.column("bdf"))

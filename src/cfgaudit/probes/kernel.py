@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import BackendError
-from ..events import DEV_NAME_MAX, KERNEL_VERDICTS, KERNEL_VIAS, RECORD_TYPES, arrow_schema
+from ..events import DEV_NAME_MAX, KERNEL_VERDICTS, KERNEL_VIAS, RECORD_TYPES, event_table
 from ..hexarrow import encode_rows
 from ..hostpaths import DEFAULT, HostPaths
 from .bccutil import bcc_problem, headers_problem, record_dtype, tracefs_problem
@@ -214,7 +214,7 @@ def decode_kernel_records(raw: bytes, comm: str | None = None,
         "ret": pa.array(arr["ret"].astype(np.int64)),
         "kernel_verdict": kv,
     }
-    return pa.table(cols, schema=arrow_schema()), dropped
+    return event_table(cols, len(arr)), dropped
 
 
 # --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..events import DATA_MAX, RECORD_TYPES, UNMEDIATED_KINDS, arrow_schema
+from ..events import DATA_MAX, RECORD_TYPES, UNMEDIATED_KINDS, event_table
 from ..hexarrow import encode_rows
 from ..hostpaths import DEFAULT, HostPaths
 from .bccutil import bcc_problem, headers_problem, record_dtype, tracefs_problem
@@ -164,9 +164,8 @@ class SyscallSession(RingBufferSession):
             "data": encode_rows(arr["data"], arr["data_len"]),
             "via": vias.take(idx),
             "ret": pa.array(arr["ret"].astype(np.int64)),
-            "kernel_verdict": pa.nulls(n, pa.bool_()),
         }
-        return pa.table(cols, schema=arrow_schema())
+        return event_table(cols, n)
 
     def _handle(self, raw: bytes, notices: list[Notice]) -> None:
         rec = decode_record(raw)

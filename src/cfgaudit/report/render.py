@@ -253,6 +253,9 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     ]
     if c["lost"]:
         lines.append(f"possibly lost {c['lost']} events: the trace is incomplete")
+    kdoe = _int(summary.get("kernel_doe_exchanges", 0))
+    if kdoe:
+        lines.append(f"the kernel's own DOE exchanges in the trace: {kdoe}")
     unknown = unknown_device_total(summary)
     if unknown:
         lines.append(unknown)
