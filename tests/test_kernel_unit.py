@@ -9,7 +9,7 @@ import pytest
 
 from cfgaudit import probes
 from cfgaudit.errors import BackendError
-from cfgaudit.events import KERNEL_VIAS, RECORD_TYPES, c_header, record_size
+from cfgaudit.events import KERNEL_VIAS, RECORD_TYPES, arrow_schema, c_header, record_size
 from cfgaudit.hostpaths import HostPaths
 from cfgaudit.probes import kernel
 from cfgaudit.probes.session import table_events
@@ -171,7 +171,7 @@ def test_decode_via_and_verdict() -> None:
     assert rows[0]["data"] == "00000080" and rows[0]["bdf"] == "0000:0d:00.0" and rows[0]["op"] == "write"
     assert rows[3]["data"] == "0b" and rows[3]["offset"] == 0x3c and rows[3]["size"] == 1
     assert rows[1]["comm"] == "cfgpoke" and rows[1]["tid"] == 101 and rows[1]["ret"] == 4
-    assert t.schema == kernel.arrow_schema()
+    assert t.schema == arrow_schema()
 
 
 def test_decode_filters_and_drops() -> None:

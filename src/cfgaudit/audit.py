@@ -161,6 +161,7 @@ def build_report(analyzer: Analyzer, registry: RegistryResult, findings: Callabl
     rep.summary = summarize(rep.findings if findings is not None else None, counts)
     rep.summary["unknown_device_writes"] = analyzer.unknown_writes
     rep.summary["unknown_devices"] = analyzer.unknown_devices()
+    rep.summary["doe_collision_writes"] = [dict(w) for w in analyzer.collision_writes]
     return rep
 
 
@@ -307,8 +308,10 @@ def analyze(traces: str | Iterable[str], sources: Sources | None = None, kernel:
 def failing(report: Report | pd.DataFrame, level: str) -> int:
     """How many findings are at or above ``level`` (exclusive > managed), not allowed by a user
     claim. Given a :class:`Report`, its writes to devices not in the sources
-    (``summary["unknown_device_writes"]``: what they hit is unknown) count too at ``managed``;
-    given only a findings frame, only findings count."""
+    (``summary["unknown_device_writes"]``: what they hit is unknown) count too at ``managed``,
+    and its writes into a DOE mailbox during the kernel's own exchange (``summary["doe_collisions"]``,
+    ranked above exclusive) at ``exclusive`` and ``managed``; given only a findings frame, only
+    findings count."""
     if level not in FAIL_LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_LEVELS)}")
     if level == "never":
@@ -321,4 +324,6 @@ def failing(report: Report | pd.DataFrame, level: str) -> int:
         n = int((findings["kind"].isin(kinds) & findings["allowed_by"].isna()).sum())
     if isinstance(report, Report) and level == "managed":
         n += int(report.summary.get("unknown_device_writes") or 0)
+    if isinstance(report, Report):
+        n += int(report.summary.get("doe_collisions") or 0)
     return n

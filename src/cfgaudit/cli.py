@@ -569,6 +569,8 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
         why = [f"writes into owned bytes at or above '{fail_on}'"] if cfgaudit.failing(rep.findings, fail_on) else []
         if fail_on == "managed" and rep.summary.get("unknown_device_writes"):
             why.append("writes to devices not in the sources")
+        if rep.summary.get("doe_collisions"):
+            why.append("writes into a DOE mailbox during the kernel's own exchange")
         click.echo(f"cfgaudit: FAIL: {'; '.join(why)}", err=True)
         return 1
     if rep.summary.get("record_error"):  # no conflict seen, but the trace asked for is incomplete

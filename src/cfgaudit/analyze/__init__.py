@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from ..hexarrow import HexColumn
 from ..pci_regs import PCI_CFG_SPACE_EXP_SIZE
 from ..regions import RegistryResult
+from .collisions import DoeCollisions
 from .doe import DoeDecoder
 from .findings import RowValues, assemble, empty_findings, findings_frame, severity_column
 from .index import KIND_CODE, RegionIndex
@@ -38,6 +39,7 @@ __all__ = ["Analyzer", "analyze_tables", "findings_frame"]
 
 _HIST_WIDTH = PCI_CFG_SPACE_EXP_SIZE + 1  # write_hist columns: offsets 0..4095, then "beyond"
 _FIRST_FIELDS = ["ts_ns", "pid", "comm", "offset", "size"]  # kept of an unknown device's first write
+COLLISIONS_KEPT = 100  # colliding writes described in :attr:`Analyzer.collision_writes` (all are counted)
 NULL_BDF = "?"  # the name of a null BDF among the unknown devices
 
 
@@ -65,7 +67,10 @@ class Analyzer:
         self.verdicts = KernelVerdicts(res, self.index)
         self.known = KnownBytes(res, self.index)
         self.doe = DoeDecoder(res, self.index)
-        self.counts: dict[str, int] = {"events": 0, "writes": 0, "reads": 0, "kernel_doe_exchanges": 0}
+        self.collide = DoeCollisions(self.doe.mailboxes)
+        self.collision_writes: list[dict[str, Any]] = []
+        self.counts: dict[str, int] = {"events": 0, "writes": 0, "reads": 0, "kernel_doe_exchanges": 0,
+                                       "doe_collisions": 0}
         self.bdfs: list[str] = self.index.bdfs
         self.write_hist = np.zeros((len(self.bdfs), _HIST_WIDTH), dtype=np.int64)
         self.unknown: dict[str, dict[str, Any]] = {}
@@ -93,8 +98,8 @@ class Analyzer:
         is_read = pc.fill_null(pc.equal(op, "read"), False).to_numpy(zero_copy_only=False)
         self.counts["writes"] += int(is_write.sum())
         self.counts["reads"] += int(is_read.sum())
-        n_user = int(is_write.sum()) + int(is_read.sum())
-        if n_user != n:  # the kernel's own DOE exchanges (events.DOE_OPS): counted at their end
+        user_only = int(is_write.sum()) + int(is_read.sum()) == n
+        if not user_only:  # the kernel's own DOE exchanges (events.DOE_OPS): counted at their end
             self.counts["kernel_doe_exchanges"] += int(pc.sum(pc.equal(op, "doe_end")).as_py() or 0)
         if n == 0:
             return None
@@ -105,6 +110,7 @@ class Analyzer:
         self._count_unknown(t, is_write & (dev < 0), bdf_key, bdf_names, base)
         consider = (is_write | is_read) if self.reads else is_write
         sel = np.flatnonzero(consider & (dev >= 0))
+        self._collisions(t, base, dev, offset, size, is_write, user_only)
         # the stages; each one that keeps state sees every chunk, findings or not
         taints = self.verdicts.taints(t, sel, dev, offset, size, is_write)
         rows_ev, rows_reg = self.index.join(sel, dev, offset, size)
@@ -131,6 +137,21 @@ class Analyzer:
             "event_index": pa.array(rows_ev + base),
         }
         return assemble(t, rows_ev, cols)
+
+    def _collisions(self, t: pa.Table, base: int, dev: np.ndarray, offset: np.ndarray, size: np.ndarray,
+                    is_write: np.ndarray, user_only: bool) -> None:
+        """Count the writes into a DOE mailbox while the kernel's own exchange on it is in flight
+        (:mod:`.collisions`), and describe the first :data:`COLLISIONS_KEPT` of them."""
+        c = self.collide.feed(t, base, dev, offset, size, is_write, user_only)
+        if c.rows.size == 0:
+            return
+        self.counts["doe_collisions"] += int(c.rows.size)
+        room = COLLISIONS_KEPT - len(self.collision_writes)
+        if room > 0:
+            rows = c.rows[:room]
+            recs = t.select(["ts_ns", "pid", "comm", "bdf", "offset", "size", "data"]).take(pa.array(rows)).to_pylist()
+            for r, rec, ex in zip(rows.tolist(), recs, c.exchanges):
+                self.collision_writes.append({"event_index": base + int(r), **rec, "kernel": ex.to_record()})
 
     def _count_writes(self, w: np.ndarray, dev: np.ndarray, offset: np.ndarray) -> None:
         """Add the writes ``w`` (a mask) to :attr:`write_hist`."""

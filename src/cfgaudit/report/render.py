@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import UsageError
+from ..pci_regs import DOE_PROTOCOLS
 from .csvout import CsvSink
 from .frames import FINDING_COLUMNS, SEVERITY, Report, by_device, by_process, by_region, by_time
 from .jsonout import JsonSink
@@ -256,10 +257,39 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     kdoe = _int(summary.get("kernel_doe_exchanges", 0))
     if kdoe:
         lines.append(f"the kernel's own DOE exchanges in the trace: {kdoe}")
+    lines += collision_lines(summary)
     unknown = unknown_device_total(summary)
     if unknown:
         lines.append(unknown)
     return lines
+
+
+COLLISIONS_SHOWN = 5  # colliding writes described in the totals (all are counted)
+
+
+def collision_lines(summary: dict[str, Any]) -> list[str]:
+    """The writes into a DOE mailbox while the kernel's own exchange was in flight: a count
+    (they fail the gate above exclusive) and the first :data:`COLLISIONS_SHOWN`, each naming the
+    kernel's exchange (its context and protocol)."""
+    n = _int(summary.get("doe_collisions", 0))
+    if not n:
+        return []
+    out = [f"COLLISION: {_plural(n, 'write')} into a DOE mailbox while the kernel's own exchange on it was in "
+           "flight (the kernel's exchange is aborted or corrupted; it does not say so)"]
+    for w in (summary.get("doe_collision_writes") or [])[:COLLISIONS_SHOWN]:
+        k = w.get("kernel") or {}
+        proto = None
+        if k.get("doe_vendor") is not None and k.get("doe_type") is not None:
+            vt = (_int(k["doe_vendor"]), _int(k["doe_type"]))
+            proto = DOE_PROTOCOLS.get(vt, f"vendor {vt[0]:#06x} type {vt[1]:#x}")
+        out.append(_printable(
+            f"  pid {_text(w.get('pid'))} ({_text(w.get('comm'))}) wrote {_text(w.get('size'))} bytes at "
+            f"{_hex(w.get('offset'))} of {_text(w.get('bdf'))} during the kernel's "
+            f"{proto or 'unknown-protocol'} exchange (pid {_text(k.get('pid'))} {_text(k.get('comm'))}, "
+            f"event {_text(k.get('event_index'))})"))
+    if n > COLLISIONS_SHOWN:
+        out.append(f"  ... and {n - min(n, COLLISIONS_SHOWN)} more")
+    return out
 
 
 def _unknown_devices(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
