@@ -137,3 +137,19 @@ def test_a_collision_fails_the_gate_above_exclusive(tmp_path) -> None:
                                           "bdf": "0000:0d:00.0", "offset": A + 8, "size": 4, "data": "01000000",
                                           "kernel": {"event_index": 0, "start_ns": 20, "pid": 97,
                                                      "comm": "kworker/u8:2", "doe_vendor": 0x1E98, "doe_type": 2}}]
+
+
+def test_a_trace_without_the_kernels_exchanges_claims_no_absence_of_collisions(tmp_path) -> None:
+    """Writes into a DOE mailbox in a trace that records none of the kernel's exchanges (every
+    syscall-backend trace): the report says collisions are not visible, never that there were none."""
+    blind = "writes into DOE mailboxes: whether any collided with the kernel's own DOE exchanges is not visible"
+    def text(*rows: dict) -> str:  # the table's totals, unwrapped
+        return " ".join(run_cli("analyze", _trace(tmp_path, list(rows)), "--kernel", "6.8")[1].split())
+
+    out = text(_user(30), _user(40, A + 0x10))
+    assert f"2 {blind}" in out and "COLLISION" not in out
+    start = {"ts_ns": 20, "op": "doe_start", "size": 16, "doe_vendor": 0x1E98, "doe_type": 2, **KW}
+    end = {"ts_ns": 25, "op": "doe_end", "size": 16, "ret": 12, **KW}
+    out = text(start, end, _user(30))
+    assert blind not in out and "COLLISION" not in out  # seen, and none collided
+    assert blind not in text(_user(30, 0x10))  # no write into a mailbox: nothing to say

@@ -48,8 +48,9 @@ class Analyzer:
 
     Stateful over the stream: the once-per-boot warnings, the bytes known from reads and the DOE
     exchanges in progress carry from one chunk to the next. ``counts``: events, writes and reads
-    seen, and the kernel's own DOE exchanges (``doe_end`` events; they are neither writes nor
-    reads); ``write_hist``: writes per (device code, offset), shape ``[len(bdfs), 4097]`` (column
+    seen, the kernel's own DOE exchanges (``doe_end`` events; they are neither writes nor
+    reads), user writes into DOE mailboxes and those of them that collided with a kernel
+    exchange; ``write_hist``: writes per (device code, offset), shape ``[len(bdfs), 4097]`` (column
     4096: offsets beyond 4095); ``bdfs``: the devices in device-code order. With ``reads``, reads
     give finding rows too.
 
@@ -70,7 +71,7 @@ class Analyzer:
         self.collide = DoeCollisions(self.doe.mailboxes)
         self.collision_writes: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {"events": 0, "writes": 0, "reads": 0, "kernel_doe_exchanges": 0,
-                                       "doe_collisions": 0}
+                                       "doe_mailbox_writes": 0, "doe_collisions": 0}
         self.bdfs: list[str] = self.index.bdfs
         self.write_hist = np.zeros((len(self.bdfs), _HIST_WIDTH), dtype=np.int64)
         self.unknown: dict[str, dict[str, Any]] = {}
@@ -194,6 +195,7 @@ class Analyzer:
         if reads.any():
             reads &= pc.is_valid(t.column("data")).to_numpy(zero_copy_only=False)
         doe_rows = self.doe.rows(sel, dev, offset, size, is_write)
+        self.counts["doe_mailbox_writes"] += int(doe_rows.size)
         need = reads | finding_w
         need[doe_rows] = True
         want = np.flatnonzero(need)

@@ -272,6 +272,10 @@ def collision_lines(summary: dict[str, Any]) -> list[str]:
     (they fail the gate above exclusive) and the first :data:`COLLISIONS_SHOWN`, each naming the
     kernel's exchange (its context and protocol)."""
     n = _int(summary.get("doe_collisions", 0))
+    mailbox_writes = _int(summary.get("doe_mailbox_writes", 0))
+    if not n and mailbox_writes and not _int(summary.get("kernel_doe_exchanges", 0)):
+        return [f"{_plural(mailbox_writes, 'write')} into DOE mailboxes: whether any collided with the kernel's own "
+                "DOE exchanges is not visible, the trace records none of them (no claim of no collision)"]
     if not n:
         return []
     out = [f"COLLISION: {_plural(n, 'write')} into a DOE mailbox while the kernel's own exchange on it was in "
