@@ -5,7 +5,6 @@ devices, and chunk boundaries anywhere giving the same answer (replay = live).""
 from __future__ import annotations
 
 import json
-import os
 import random
 
 import numpy as np
@@ -15,7 +14,8 @@ import pytest
 from cfgaudit.analyze.collisions import DoeCollisions
 from cfgaudit.analyze.doe import Mailbox
 from cfgaudit.events import event_table
-from support import ROOT, run_cli
+from support import run_cli
+from support.kdoe import doe_sample_trace
 
 A, B = 0x190, 0x1B0  # two DOE capabilities of device code 0
 KWORKER = {"pid": 97, "comm": "kworker/u8:2"}
@@ -97,7 +97,6 @@ def test_chunk_boundaries_change_nothing(name: str) -> None:
 
 
 # ---- through the command line: the DOE sample's device, on a release where DOE is not exclusive ----
-SAMPLE = os.path.join(ROOT, "sample-traces", "cxl-doe-6.2", "trace.jsonl")
 KW = {"pid": 97, "tid": 97, "uid": 0, "comm": "kworker/u8:2", "bdf": "0000:0d:00.0", "offset": A, "via": "kernel"}
 
 
@@ -107,11 +106,7 @@ def _user(ts: int, off: int = A + 8) -> dict:
 
 
 def _trace(tmp_path, rows: list[dict]) -> str:
-    with open(SAMPLE) as fh:
-        header = fh.readline()
-    p = tmp_path / "t.jsonl"
-    p.write_text(header + "".join(json.dumps(r) + "\n" for r in rows))
-    return str(p)
+    return doe_sample_trace(tmp_path, rows)
 
 
 def test_a_collision_fails_the_gate_above_exclusive(tmp_path) -> None:

@@ -4,15 +4,14 @@ fields, counted as the kernel's exchanges, and never taken for user-space writes
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from cfgaudit.events import DOE_OPS, OPS, ConfigAccess, validate_row
 from cfgaudit.probes.tracefile import TraceReader, TraceWriter
-from support import ROOT, run_cli
+from support import run_cli
+from support.kdoe import doe_sample_trace
 
-SAMPLE = os.path.join(ROOT, "sample-traces", "cxl-doe-6.2", "trace.jsonl")
 CXL = "0000:0d:00.0"
 DOE_CAP = 0x190  # the sample device's DOE capability
 KW = {"pid": 97, "tid": 97, "uid": 0, "comm": "kworker/u8:2", "bdf": CXL, "offset": DOE_CAP, "via": "kernel"}
@@ -40,12 +39,7 @@ def test_doe_ops_are_events() -> None:
 
 
 def _trace(tmp_path, rows: list[dict]) -> str:
-    """The DOE sample's header (its snapshot: a cxl_pci device on 6.2) with ``rows`` after it."""
-    with open(SAMPLE) as fh:
-        header = fh.readline()
-    p = tmp_path / "t.jsonl"
-    p.write_text(header + "".join(json.dumps(r) + "\n" for r in rows))
-    return str(p)
+    return doe_sample_trace(tmp_path, rows)
 
 
 ROWS = [_user(10, "read", 0x19C), _start(20), _user(30), _end(40), _user(50, "read", 0x19C), _start(60), _end(70),
