@@ -148,3 +148,17 @@ def test_a_trace_without_the_kernels_exchanges_claims_no_absence_of_collisions(t
     out = text(start, end, _user(30))
     assert blind not in out and "COLLISION" not in out  # seen, and none collided
     assert blind not in text(_user(30, 0x10))  # no write into a mailbox: nothing to say
+
+
+def test_fail_on_collision_gates_on_collisions_alone(tmp_path) -> None:
+    """`--fail-on collision`, the strictest level: exclusive findings pass, a collision fails."""
+    start = {"ts_ns": 20, "op": "doe_start", "size": 16, "doe_vendor": 0x1E98, "doe_type": 2, **KW}
+    end = {"ts_ns": 40, "op": "doe_end", "size": 16, "ret": 12, **KW}
+    # on 6.2 cxl_pci claims the mailbox: an idle-mailbox write is exclusive, not a collision
+    idle = _trace(tmp_path, [start, end, _user(50)])
+    assert run_cli("check", idle, "--fail-on", "exclusive")[0] == 1
+    assert run_cli("check", idle, "--fail-on", "collision")[0] == 0
+    busy = _trace(tmp_path, [start, _user(30), end])
+    code, out, _ = run_cli("check", busy, "--fail-on", "collision")
+    assert code == 1 and "COLLISION: 1 write" in out
+    assert run_cli("check", busy, "--fail-on", "never")[0] == 0

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "replay", "analyze",
            "load_trace", "failing", "render_report", "build_report", "devices_for_trace"]
 
-FAIL_LEVELS = ("exclusive", "managed", "never")
+FAIL_LEVELS = ("collision", "exclusive", "managed", "never")  # strictest first; collision: issue 11
 Progress = Callable[[int], None]  # called with the number of events analysed so far
 T = TypeVar("T")
 
@@ -306,19 +306,19 @@ def analyze(traces: str | Iterable[str], sources: Sources | None = None, kernel:
 
 
 def failing(report: Report | pd.DataFrame, level: str) -> int:
-    """How many findings are at or above ``level`` (exclusive > managed), not allowed by a user
-    claim. Given a :class:`Report`, its writes to devices not in the sources
+    """How many findings are at or above ``level`` (collision > exclusive > managed), not allowed
+    by a user claim. Given a :class:`Report`, its writes to devices not in the sources
     (``summary["unknown_device_writes"]``: what they hit is unknown) count too at ``managed``,
-    and its writes into a DOE mailbox during the kernel's own exchange (``summary["doe_collisions"]``,
-    ranked above exclusive) at ``exclusive`` and ``managed``; given only a findings frame, only
-    findings count."""
+    and its writes into a DOE mailbox during the kernel's own exchange (``summary["doe_collisions"]``)
+    at every level but ``never``: at ``collision`` they alone count. Given only a findings frame,
+    only findings count (none at ``collision``)."""
     if level not in FAIL_LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_LEVELS)}")
     if level == "never":
         return 0
     empty = report.n_findings == 0 if isinstance(report, Report) else report.empty
     n = 0
-    if not empty:
+    if not empty and level != "collision":
         findings = report.findings if isinstance(report, Report) else report
         kinds = {"exclusive"} if level == "exclusive" else {"exclusive", "managed"}
         n = int((findings["kind"].isin(kinds) & findings["allowed_by"].isna()).sum())
