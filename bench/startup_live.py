@@ -48,7 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACING = "Tracing config-space writes"
 PROGRAM = os.path.join("cfgaudit", "bpf", "cfgaudit_syscalls.bpf.c")
 
-STEPS = r'''
+# What both child scripts time first: the command's imports, then what `trace` imports next.
+IMPORTS = r'''
 import json, os, sys, time
 t0 = time.perf_counter()
 import cfgaudit.cli  # what the command imports before it loads anything
@@ -56,6 +57,9 @@ t_imp = time.perf_counter() - t0
 t = time.perf_counter()
 import cfgaudit.live  # what `trace` imports next (LiveRun: analysis, reports)
 t_live = time.perf_counter() - t
+'''
+
+STEPS = IMPORTS + r'''
 from cfgaudit.probes.session import LiveOptions
 from cfgaudit.probes.syscalls import SyscallSession
 t = time.perf_counter()
@@ -73,14 +77,7 @@ print(json.dumps({"imports": t_imp, "import_live": t_live, "import_bcc": t_bcc, 
 
 # The same steps done with bcc directly, for any tree (its own program text and constants): compile,
 # load + attach (bcc's autoload), ring buffer, cleanup.
-BCC_STEPS = r'''
-import json, time
-t0 = time.perf_counter()
-import cfgaudit.cli
-t_imp = time.perf_counter() - t0
-t = time.perf_counter()
-import cfgaudit.live
-t_live = time.perf_counter() - t
+BCC_STEPS = IMPORTS + r'''
 from cfgaudit.probes.bccutil import BPF_DIR, define_flags, import_bcc, program_text
 from cfgaudit.probes.session import LiveOptions
 from cfgaudit.probes.syscalls import SyscallSession

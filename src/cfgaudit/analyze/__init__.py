@@ -97,9 +97,10 @@ class Analyzer:
         op = t.column("op")
         is_write = pc.fill_null(pc.equal(op, "write"), False).to_numpy(zero_copy_only=False)
         is_read = pc.fill_null(pc.equal(op, "read"), False).to_numpy(zero_copy_only=False)
-        self.counts["writes"] += int(is_write.sum())
-        self.counts["reads"] += int(is_read.sum())
-        user_only = int(is_write.sum()) + int(is_read.sum()) == n
+        n_writes, n_reads = int(is_write.sum()), int(is_read.sum())
+        self.counts["writes"] += n_writes
+        self.counts["reads"] += n_reads
+        user_only = n_writes + n_reads == n
         if not user_only:  # the kernel's own DOE exchanges (events.DOE_OPS): counted at their end
             self.counts["kernel_doe_exchanges"] += int(pc.sum(pc.equal(op, "doe_end")).as_py() or 0)
         if n == 0:

@@ -70,15 +70,12 @@ def _known(x: KernelExchange | None) -> KernelExchange:
 class DoeCollisions:
     """The kernel's DOE exchanges in flight per mailbox, over a stream of chunks.
 
-    ``exchanges``: kernel exchanges that ended (``doe_end`` on a known mailbox); ``started``:
-    those that began; ``collisions``: user writes into a mailbox while an exchange was in flight;
+    ``collisions``: user writes into a mailbox while an exchange was in flight;
     ``in_flight``: (device code, capability offset) -> the exchange in flight, or None."""
 
     def __init__(self, mailboxes: list[Mailbox]) -> None:
         self.mailboxes = list(mailboxes)
         self.in_flight: dict[tuple[int, int], KernelExchange | None] = {(m.code, m.cap): None for m in mailboxes}
-        self.exchanges = 0
-        self.started = 0
         self.collisions = 0
 
     def feed(self, t: pa.Table, base: int, dev: np.ndarray, offset: np.ndarray, size: np.ndarray,
@@ -106,8 +103,6 @@ class DoeCollisions:
                 continue
             w_rows = np.flatnonzero(is_write & on & (offset < mb.cap + PCI_DOE_CAP_SIZEOF) & (offset + size > mb.cap))
             k_start = start[k_rows]
-            self.started += int(k_start.sum())
-            self.exchanges += int((~k_start).sum())
             found = self._exchanges(t, base, k_rows[k_start])
             # per write: the last kernel event on this mailbox before it (-1: none in this chunk)
             last = np.searchsorted(k_rows, w_rows) - 1

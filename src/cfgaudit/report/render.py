@@ -257,7 +257,7 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     kdoe = _int(summary.get("kernel_doe_exchanges", 0))
     if kdoe:
         lines.append(f"the kernel's own DOE exchanges in the trace: {kdoe}")
-    lines += collision_lines(summary)
+    lines += _collision_lines(summary)
     unknown = unknown_device_total(summary)
     if unknown:
         lines.append(unknown)
@@ -267,9 +267,9 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
 COLLISIONS_SHOWN = 5  # colliding writes described in the totals (all are counted)
 
 
-def collision_lines(summary: dict[str, Any]) -> list[str]:
+def _collision_lines(summary: dict[str, Any]) -> list[str]:
     """The writes into a DOE mailbox while the kernel's own exchange was in flight: a count
-    (they fail the gate above exclusive) and the first :data:`COLLISIONS_SHOWN`, each naming the
+    (they fail the gate at every level but never) and the first :data:`COLLISIONS_SHOWN`, each naming the
     kernel's exchange (its context and protocol)."""
     n = _int(summary.get("doe_collisions", 0))
     mailbox_writes = _int(summary.get("doe_mailbox_writes", 0))
@@ -292,7 +292,7 @@ def collision_lines(summary: dict[str, Any]) -> list[str]:
             f"{proto or 'unknown-protocol'} exchange (pid {_text(k.get('pid'))} {_text(k.get('comm'))}, "
             f"event {_text(k.get('event_index'))})"))
     if n > COLLISIONS_SHOWN:
-        out.append(f"  ... and {n - min(n, COLLISIONS_SHOWN)} more")
+        out.append(f"  ... and {n - COLLISIONS_SHOWN} more")
     return out
 
 
