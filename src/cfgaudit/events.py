@@ -185,7 +185,7 @@ RECORD_FIELDS: tuple[RecordField, ...] = (
     ("tid", "__u32", 0, "thread ID"),
     ("uid", "__u32", 0, "real user ID"),
     ("fd", "__s32", 0, "file descriptor"),
-    ("aux", "__u32", 0, "DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*); kernel: via | verdict << 8"),
+    ("aux", "__u32", 0, "DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*); kernel: via | verdict << 8; DOE: vendor | type << 16"),
     ("type", "__u16", 0, "EV_* record type"),
     ("data_len", "__u16", 0, "bytes of data captured"),
     ("comm", "char", 16, "task comm"),
@@ -195,8 +195,15 @@ DATA_MAX = 64  # bytes of data in a record
 RECORD_PATH_MAX = 256  # bytes of path after the record, in OPEN records
 DEV_NAME_MAX = 32  # bytes of device name after the record, in kernel-program records
 RECORD_TYPES = {"EV_WRITE": 1, "EV_READ": 2, "EV_OPEN": 3, "EV_CLOSE": 4, "EV_DUP": 5, "EV_UNMEDIATED": 6,
-                "EV_EXIT": 7}
-UNMEDIATED_KINDS = {"UM_IOPERM": 1, "UM_IOPL": 2, "UM_DEVMEM": 3, "UM_DEVPORT": 4}
+                "EV_EXIT": 7,
+                # kernel program, the kernel's own DOE exchanges (issue 11): offset = DOE capability,
+                # aux = vendor | type << 16; START: size = request bytes; END: size = response bytes
+                # asked for, ret = bytes received or -errno
+                "EV_DOE_START": 8, "EV_DOE_END": 9}
+# UNMEDIATED: what was granted or opened that the syscall backend cannot follow. VFIO: an open of
+# /dev/vfio/* (config writes go through a VFIO device fd's region); IO_URING: io_uring_setup()
+# (a write to a config file submitted through io_uring is not a write/pwrite syscall).
+UNMEDIATED_KINDS = {"UM_IOPERM": 1, "UM_IOPL": 2, "UM_DEVMEM": 3, "UM_DEVPORT": 4, "UM_VFIO": 5, "UM_IO_URING": 6}
 # kernel program: aux = via (KV_*) | verdict (KVERDICT_*) << 8
 KERNEL_VIAS = {"KV_UNKNOWN": 0, "KV_SYSFS": 1, "KV_PROCFS": 2, "KV_VFIO": 3}
 KERNEL_VERDICTS = {"KVERDICT_NONE": 0, "KVERDICT_FALSE": 1, "KVERDICT_TRUE": 2}  # resource_is_exclusive()

@@ -10,10 +10,14 @@
 #define EV_DUP 5
 #define EV_UNMEDIATED 6
 #define EV_EXIT 7
+#define EV_DOE_START 8
+#define EV_DOE_END 9
 #define UM_IOPERM 1
 #define UM_IOPL 2
 #define UM_DEVMEM 3
 #define UM_DEVPORT 4
+#define UM_VFIO 5
+#define UM_IO_URING 6
 #define KV_UNKNOWN 0
 #define KV_SYSFS 1
 #define KV_PROCFS 2
@@ -39,7 +43,7 @@ struct cfgaudit_event {
 	__u32 tid;	/* thread ID */
 	__u32 uid;	/* real user ID */
 	__s32 fd;	/* file descriptor */
-	__u32 aux;	/* DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*); kernel: via | verdict << 8 */
+	__u32 aux;	/* DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*); kernel: via | verdict << 8; DOE: vendor | type << 16 */
 	__u16 type;	/* EV_* record type */
 	__u16 data_len;	/* bytes of data captured */
 	char comm[16];	/* task comm */
