@@ -197,13 +197,22 @@ def test_kernel_program_compiles_and_verifies() -> None:
     and the generated record header) must still compile, attach its tracepoints and pass the
     verifier, with and without follow/reads."""
     bcc = bccutil.import_bcc()
-    for opts in (LiveOptions(), LiveOptions(follow=True, reads=True, buffer_pages=8)):
+    # the DOE probes too, with the offsets Debian 6.1.192's BTF gives (docs/KERNEL-FACTS.md): this
+    # host's kernel has no DOE, so constants() turns them off by itself (checked below)
+    debian61 = {"DOE_TASK_VID": 0, "DOE_TASK_TYPE": 2, "DOE_TASK_REQ_SZ": 16, "DOE_TASK_RSP_SZ": 32,
+                "DOE_TASK_RV": 40, "DOE_TASK_WORK": 64, "DOE_TASK_MB": 96, "DOE_MB_PDEV": 0, "DOE_MB_CAP": 8}
+    for opts, doe in ((LiveOptions(), False), (LiveOptions(follow=True, reads=True, buffer_pages=8), True)):
         s = object.__new__(kernel.KernelSession)
         s.opts = opts
-        cflags = [f"-I{bccutil.BPF_DIR}", *bccutil.define_flags(s.constants())]
+        consts = s.constants()
+        if "doe_statemachine_work" not in kernel.attachable_text():
+            assert consts["DOE_PROBES"] is False and s.doe_problem and "doe_statemachine_work" in s.doe_problem
+        if doe:
+            consts.update(debian61, DOE_PROBES=True)
+        cflags = [f"-I{bccutil.BPF_DIR}", *bccutil.define_flags(consts)]
         b = bcc.BPF(text=bccutil.program_text(kernel.KERNEL_PROGRAM).encode(), cflags=cflags)
         try:
-            for fn in sorted({ap.fn for ap in kernel.ATTACH_POINTS}):
+            for fn in sorted({ap.fn for ap in kernel.ATTACH_POINTS if doe or not ap.doe}):
                 b.load_func(fn.encode(), bcc.BPF.KPROBE)
             assert sum(b[b"lost"][0]) == 0
         finally:

@@ -43,7 +43,7 @@ struct cfgaudit_event {
 	__u32 tid;	/* thread ID */
 	__u32 uid;	/* real user ID */
 	__s32 fd;	/* file descriptor */
-	__u32 aux;	/* DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*); kernel: via | verdict << 8; DOE: vendor | type << 16 */
+	__u32 aux;	/* DUP: the new fd; OPEN: open flags; UNMEDIATED: what (UM_*); kernel: via | verdict << 8; DOE: vid | type << 16 */
 	__u16 type;	/* EV_* record type */
 	__u16 data_len;	/* bytes of data captured */
 	char comm[16];	/* task comm */

@@ -13,6 +13,13 @@
  *       introduced it for pci_write_config(); iomem_is_exclusive() calls it too, so only a
  *       call inside a traced write counts): the kernel's own verdict for that write.
  *   pci_read_config / proc_bus_pci_read (return), with TRACE_READS: the bytes read.
+ *   With DOE_PROBES (issue 11), the kernel's own DOE exchanges (drivers/pci/doe.c, 6.0+):
+ *   doe_statemachine_work (entry: EV_DOE_START; return: EV_DOE_END) runs one whole exchange on
+ *   the mailbox's ordered workqueue; the completion callback the worker calls last
+ *   (pci_doe_task_complete; cxl_doe_task_complete for CDAT in 6.0-6.3) is where task->rv (bytes
+ *   received or -errno) is read, while the requester still waits on it. struct pci_doe_task and
+ *   struct pci_doe_mb are private to doe.c: their member offsets come from the running kernel's
+ *   BTF as -D constants (probes/btf.py; DOE_TASK_*, DOE_MB_*). docs/KERNEL-FACTS.md has the history.
  *
  * Compiled after cfgaudit_common.bpf.h (the ring buffer, lost counting, the follow filter, the
  * record fill, the target_pid map, the -D constants FOLLOW, TRACE_READS, RINGBUF_PAGES).
@@ -20,6 +27,9 @@
  * record, then the device name (struct device's kobject name, "DDDD:BB:DD.F"). In it:
  *   aux = via (KV_*) | verdict (KVERDICT_*) << 8 (NONE: no resource_is_exclusive call seen)
  *   file_id = the call's sequence number; fd = -1.
+ * DOE records: offset = the DOE capability; aux = vendor | type << 16 | rv seen << 24; START:
+ * size = request bytes; END: size = response bytes asked for, ret = task->rv (when seen);
+ * file_id pairs a START with its END; pid/comm are the kworker's. Never filtered by -p/-n/FOLLOW.
  */
 #include <linux/fs.h>
 #include <linux/pci.h>
@@ -240,6 +250,98 @@ int on_write_dword(struct pt_regs *ctx, struct pci_dev *dev, int where, u32 val)
 {
 	return piece(ctx, dev, where, val, 4);
 }
+
+/* ---------------------------------------------------------------- the kernel's DOE exchanges */
+#ifndef DOE_PROBES
+#define DOE_PROBES 0
+#endif
+#if DOE_PROBES
+/* the exchange this kworker thread is running (doe_statemachine_work runs one work at a time) */
+struct doe_x {
+	u64 task;
+	u64 id;
+	u64 req_sz;
+	u64 rsp_sz;
+	s64 rv;
+	u32 cap;
+	u32 aux;
+	char dev[CFGAUDIT_DEV_NAME_MAX];
+};
+BPF_HASH(doe_inflight, u32, struct doe_x, 1024);
+
+static __always_inline void doe_record(struct doe_x *x, u16 type)
+{
+	struct cfgaudit_kernel_event *e = reserve_record(sizeof(struct cfgaudit_kernel_event));
+	if (!e)
+		return;
+	fill(&e->ev, type, -1, x->id);
+	e->ev.offset = x->cap;
+	e->ev.aux = x->aux;
+	if (type == EV_DOE_START) {
+		e->ev.size = x->req_sz;
+	} else {
+		e->ev.size = x->rsp_sz;
+		e->ev.ret = x->rv;
+	}
+	__builtin_memset(e->ev.data, 0, CFGAUDIT_DATA_MAX);
+	__builtin_memcpy(e->dev, x->dev, CFGAUDIT_DEV_NAME_MAX);
+	events.ringbuf_submit(e, 0);
+}
+
+/* static void doe_statemachine_work(struct work_struct *work): task = work - DOE_TASK_WORK */
+int on_doe_work(struct pt_regs *ctx, void *work)
+{
+	struct doe_x x = {};
+	void *mb = NULL;
+	struct pci_dev *pdev = NULL;
+	u16 vid = 0, cap = 0;
+	u8 type = 0;
+	x.task = (u64)work - DOE_TASK_WORK;
+	bpf_probe_read_kernel(&mb, sizeof(mb), (void *)(x.task + DOE_TASK_MB));
+	if (!mb)
+		return 0;
+	bpf_probe_read_kernel(&pdev, sizeof(pdev), mb + DOE_MB_PDEV);
+	bpf_probe_read_kernel(&cap, sizeof(cap), mb + DOE_MB_CAP);
+	bpf_probe_read_kernel(&vid, sizeof(vid), (void *)(x.task + DOE_TASK_VID));
+	bpf_probe_read_kernel(&type, sizeof(type), (void *)(x.task + DOE_TASK_TYPE));
+	bpf_probe_read_kernel(&x.req_sz, sizeof(x.req_sz), (void *)(x.task + DOE_TASK_REQ_SZ));
+	bpf_probe_read_kernel(&x.rsp_sz, sizeof(x.rsp_sz), (void *)(x.task + DOE_TASK_RSP_SZ));
+	if (pdev)
+		copy_dev_name(x.dev, pdev);
+	x.cap = cap;
+	x.aux = vid | ((u32)type << 16);
+	x.id = new_id();
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	doe_inflight.update(&tid, &x);
+	doe_record(&x, EV_DOE_START);
+	return 0;
+}
+
+/* the completion callback (task): task->rv is set; the task is still the requester's */
+int on_doe_complete(struct pt_regs *ctx, void *task)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct doe_x *x = doe_inflight.lookup(&tid);
+	if (!x || x->task != (u64)task)
+		return 0;
+	int rv = 0;
+	bpf_probe_read_kernel(&rv, sizeof(rv), (void *)(x->task + DOE_TASK_RV));
+	x->rv = rv;
+	x->aux |= 1 << 24;
+	return 0;
+}
+
+int on_doe_work_return(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct doe_x *x = doe_inflight.lookup(&tid);
+	if (!x)
+		return 0;
+	doe_record(x, EV_DOE_END);
+	doe_inflight.delete(&tid);
+	return 0;
+}
+#endif
 
 /* ---------------------------------------------------------------- processes (FOLLOW) */
 

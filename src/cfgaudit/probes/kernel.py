@@ -8,6 +8,12 @@ VFIO) say how each access came (``via``) and gather its pieces into one event pe
 event the syscall backend records for the same ``pwrite``. A return probe on
 ``resource_is_exclusive()`` records the kernel's own verdict (``kernel_verdict``).
 
+The kernel's own DOE exchanges (issue 11) are recorded too, as ``doe_start``/``doe_end`` events
+(events.DOE_OPS): probes on ``doe_statemachine_work()`` (the whole register-level exchange, on the
+mailbox's ordered workqueue) and on the completion callbacks that carry the result. They need the
+member offsets of two structs private to drivers/pci/doe.c, read from the kernel's BTF
+(probes/btf.py); without them the backend runs and says so (:attr:`KernelSession.doe_problem`).
+
 Attach points are chosen from what the running kernel has (``available_filter_functions``,
 else ``/proc/kallsyms``), never from its version: see :func:`find_attach_points`.
 The BPF side is bpf/cfgaudit_kernel.bpf.c; records are ``struct cfgaudit_kernel_event`` of
@@ -29,10 +35,12 @@ from ..events import DEV_NAME_MAX, KERNEL_VERDICTS, KERNEL_VIAS, RECORD_TYPES, e
 from ..hexarrow import encode_rows
 from ..hostpaths import DEFAULT, HostPaths
 from .bccutil import bcc_problem, headers_problem, record_dtype, tracefs_problem
+from .btf import VMLINUX_BTF, Btf, BtfError
 from .session import EMPTY_EVENTS, Batch, LiveOptions, RingBufferSession
 
 __all__ = ["KernelSession", "detect_kernel", "find_attach_points", "AttachPoint", "ATTACH_POINTS", "kernel_dtype",
-           "decode_kernel_records", "VIA_CODES", "DEV_NAME_MAX", "kprobes_available", "LiveOptions"]
+           "decode_kernel_records", "VIA_CODES", "DEV_NAME_MAX", "kprobes_available", "LiveOptions",
+           "doe_offsets", "DOE_MEMBERS"]
 
 KERNEL_PROGRAM = "cfgaudit_kernel.bpf.c"
 VIA_CODES = {code: name[3:].lower() for name, code in KERNEL_VIAS.items()}  # 0: unknown, 1: sysfs, ...
@@ -52,6 +60,7 @@ class AttachPoint:
     ret: bool = False           # a return probe
     required: bool = False      # without it the backend cannot run
     reads_only: bool = False    # attached only with --reads
+    doe: bool = False           # the kernel's DOE exchanges: attached only when DOE_PROBES is on
     note: str = ""
 
 
@@ -79,7 +88,42 @@ ATTACH_POINTS: tuple[AttachPoint, ...] = (
     # 6.1.53 as 3108f7c78884); older kernels have only iomem_is_exclusive() and no config check
     AttachPoint("verdict", ("resource_is_exclusive",), "on_exclusive_return", ret=True,
                 note="the kernel's verdict (v6.2+, 6.1.53+)"),
+    # drivers/pci/doe.c, static, since the DOE core (9d24322e887b "PCI/DOE: Add DOE mailbox support
+    # functions", v6.0): the whole exchange of one task on the mailbox's ordered workqueue, in every
+    # release read (6.0-6.3 task API; 6.4+ behind pci_doe(): 62e8b17ffdbe "PCI/DOE: Provide
+    # synchronous API and use it internally"); its helpers pci_doe_send_req/recv_resp are inlined
+    # on Debian 6.1 and 6.12 (docs/KERNEL-FACTS.md "The kernel's own DOE exchanges")
+    AttachPoint("doe_start", ("doe_statemachine_work",), "on_doe_work", doe=True,
+                note="the kernel's DOE exchanges (v6.0+)"),
+    AttachPoint("doe_end", ("doe_statemachine_work",), "on_doe_work_return", ret=True, doe=True),
+    # the completion callback the worker calls last, task->rv set: pci_doe_task_complete (doe.c:
+    # discovery in every release, every exchange from 6.4) and cxl_doe_task_complete
+    # (drivers/cxl/core/pci.c: CDAT reads, 6.0-6.3)
+    AttachPoint("doe_result", ("pci_doe_task_complete",), "on_doe_complete", doe=True),
+    AttachPoint("doe_result_cxl", ("cxl_doe_task_complete",), "on_doe_complete", doe=True,
+                note="CDAT reads, 6.0-6.3"),
 )
+
+# -D constant -> (struct, member paths in order of preference): the DOE structs' layout, from BTF.
+# struct pci_doe_task: include/linux/pci-doe.h 6.0-6.3, drivers/pci/doe.c from 6.4; its protocol
+# member was "prot" and became "feat" in v6.15 (2311ab1820fe "PCI/DOE: Expose DOE features via
+# sysfs"). struct pci_doe_mb: drivers/pci/doe.c in every release.
+DOE_MEMBERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "DOE_TASK_VID": ("pci_doe_task", ("feat.vid", "prot.vid")),
+    "DOE_TASK_TYPE": ("pci_doe_task", ("feat.type", "prot.type")),
+    "DOE_TASK_REQ_SZ": ("pci_doe_task", ("request_pl_sz",)),
+    "DOE_TASK_RSP_SZ": ("pci_doe_task", ("response_pl_sz",)),
+    "DOE_TASK_RV": ("pci_doe_task", ("rv",)),
+    "DOE_TASK_WORK": ("pci_doe_task", ("work",)),
+    "DOE_TASK_MB": ("pci_doe_task", ("doe_mb",)),
+    "DOE_MB_PDEV": ("pci_doe_mb", ("pdev",)),
+    "DOE_MB_CAP": ("pci_doe_mb", ("cap_offset",)),
+}
+
+
+def doe_offsets(btf: Btf) -> dict[str, int]:
+    """The DOE_* constants (bytes) from ``btf``; :class:`BtfError` when a struct or member is missing."""
+    return {c: btf.first_member_offset(st, *paths) for c, (st, paths) in DOE_MEMBERS.items()}
 
 # GCC clones keep the entry under a suffixed name when the original is gone: .isra.N (changed
 # arguments), .constprop.N (constant arguments). .cold / .part.N are pieces, never the entry.
@@ -111,13 +155,14 @@ def resolve_symbol(name: str, symbols: set[str]) -> str | None:
     return clones[0] if clones else None
 
 
-def find_attach_points(text: str, reads: bool = False,
-                       points: Iterable[AttachPoint] = ATTACH_POINTS) -> dict[str, str | None]:
-    """role -> the symbol to attach to (``None``: the kernel has none of the names)."""
+def find_attach_points(text: str, reads: bool = False, points: Iterable[AttachPoint] = ATTACH_POINTS,
+                       doe: bool = True) -> dict[str, str | None]:
+    """role -> the symbol to attach to (``None``: the kernel has none of the names); ``doe``:
+    include the DOE-exchange probes."""
     syms = _symbols(text)
     out: dict[str, str | None] = {}
     for ap in points:
-        if ap.reads_only and not reads:
+        if (ap.reads_only and not reads) or (ap.doe and not doe):
             continue
         sym = None
         for n in ap.names:
@@ -177,44 +222,59 @@ def kernel_dtype() -> np.dtype:
 _KDT = kernel_dtype()
 KERNEL_RECORD_SIZE = _KDT.itemsize
 _WRITE = RECORD_TYPES["EV_WRITE"]
+_READ = RECORD_TYPES["EV_READ"]
+_DOE_START = RECORD_TYPES["EV_DOE_START"]
+_DOE_END = RECORD_TYPES["EV_DOE_END"]
+_OP_NAMES = {_WRITE: "write", _READ: "read", _DOE_START: "doe_start", _DOE_END: "doe_end"}
+DOE_RV_SEEN = 1 << 24  # aux bit of a DOE record: the exchange's result was read (ret holds it)
 
 
 def decode_kernel_records(raw: bytes, comm: str | None = None,
                           bdfs: frozenset[str] | None = None) -> tuple[pa.Table, int]:
-    """Records -> (event table, records dropped because no device name came with them)."""
+    """Records -> (event table, records dropped because no device name came with them).
+    ``comm`` selects user accesses by process name; the kernel's DOE exchanges (kworkers) are
+    kept whatever it is. ``bdfs`` applies to both."""
     arr = np.frombuffer(raw, dtype=_KDT)
-    keep = np.isin(arr["type"], (RECORD_TYPES["EV_WRITE"], RECORD_TYPES["EV_READ"]))
-    arr = arr[keep]
+    arr = arr[np.isin(arr["type"], tuple(_OP_NAMES))]
     nodev = arr["dev"] == b""
     dropped = int(nodev.sum())
     arr = arr[~nodev]
+    doe = np.isin(arr["type"], (_DOE_START, _DOE_END))
     if comm:
-        arr = arr[arr["comm"] == comm.encode()[:15]]
+        keep = doe | (arr["comm"] == comm.encode()[:15])
+        arr, doe = arr[keep], doe[keep]
     if bdfs:
-        arr = arr[np.isin(arr["dev"], [b.encode() for b in bdfs])]
+        keep = np.isin(arr["dev"], [b.encode() for b in bdfs])
+        arr, doe = arr[keep], doe[keep]
     n = len(arr)
     if n == 0:
         return EMPTY_EVENTS, dropped
-    via_code = (arr["aux"] & 0xFF).astype(np.int64)
-    verdict = (arr["aux"] >> 8) & 0xFF
-    vias = pa.array([VIA_CODES.get(int(v), "unknown") for v in via_code], type=pa.string())
-    kv = pa.array([VERDICTS.get(int(v)) for v in verdict], type=pa.bool_())
+    aux = arr["aux"].astype(np.int64)
+    via_code = aux & 0xFF
+    verdict = (aux >> 8) & 0xFF
+    vias = pa.array(["kernel" if d else VIA_CODES.get(int(v), "unknown") for v, d in zip(via_code, doe)],
+                    type=pa.string())
+    kv = pa.array([None if d else VERDICTS.get(int(v)) for v, d in zip(verdict, doe)], type=pa.bool_())
+    start = arr["type"] == _DOE_START
+    no_ret = ((arr["type"] == _DOE_END) & ((aux & DOE_RV_SEEN) == 0)) | start
     cols = {
         "ts_ns": pa.array(arr["ts_ns"].astype(np.int64)),
         "pid": pa.array(arr["pid"].astype(np.int64)),
         "comm": pa.array([c.decode("utf-8", "replace") for c in arr["comm"]], type=pa.string()),
-        "op": pa.array(np.where(arr["type"] == _WRITE, "write", "read").tolist(), type=pa.string()),
+        "op": pa.array([_OP_NAMES[int(t)] for t in arr["type"]], type=pa.string()),
         "bdf": pa.array([d.decode("ascii", "replace") for d in arr["dev"]], type=pa.string()),
         "offset": pa.array(np.maximum(arr["offset"], 0).astype(np.int64)),
         "size": pa.array(arr["size"].astype(np.int64)),
         "tid": pa.array(arr["tid"].astype(np.int64)),
         "uid": pa.array(arr["uid"].astype(np.int64)),
-        "data": encode_rows(arr["data"], arr["data_len"]),
+        "data": encode_rows(arr["data"], np.where(doe, 0, arr["data_len"])),
         "via": vias,
-        "ret": pa.array(arr["ret"].astype(np.int64)),
+        "ret": pa.array(arr["ret"].astype(np.int64), mask=no_ret),
         "kernel_verdict": kv,
+        "doe_vendor": pa.array(aux & 0xFFFF, mask=~start),
+        "doe_type": pa.array((aux >> 16) & 0xFF, mask=~start),
     }
-    return event_table(cols, len(arr)), dropped
+    return event_table(cols, n), dropped
 
 
 # --------------------------------------------------------------------------------------
@@ -231,9 +291,29 @@ class KernelSession(RingBufferSession):
     tracepoints = TRACEPOINTS
     detect = staticmethod(detect_kernel)
 
+    def constants(self) -> dict[str, int | bool | str]:
+        """The shared constants, and DOE_PROBES with the DOE structs' offsets (bytes) when the
+        kernel has the DOE worker and BTF describing it; else :attr:`doe_problem` says why not."""
+        consts = super().constants()
+        if not hasattr(self, "doe_problem"):
+            self._doe_consts, self.doe_problem = self._doe_setup()
+        consts["DOE_PROBES"] = not self.doe_problem
+        consts.update(self._doe_consts)
+        return consts
+
+    def _doe_setup(self) -> tuple[dict[str, int], str | None]:
+        found = find_attach_points(attachable_text(self.opts.paths), doe=True)
+        if not found.get("doe_start"):
+            return {}, "the kernel has no probe-able doe_statemachine_work (no DOE support, CONFIG_PCI_DOE)"
+        try:
+            return doe_offsets(Btf.read(VMLINUX_BTF)), None
+        except BtfError as err:
+            return {}, f"the kernel's DOE structs' layout is unknown ({err})"
+
     def attach(self) -> None:
         """kprobes and kretprobes on the symbols found in the running kernel (ATTACH_POINTS)."""
-        self.attached = find_attach_points(attachable_text(self.opts.paths), reads=self.opts.reads)
+        self.attached = find_attach_points(attachable_text(self.opts.paths), reads=self.opts.reads,
+                                           doe=not self.doe_problem)
         self.probes: dict[str, str] = {}
         for ap in ATTACH_POINTS:
             sym = self.attached.get(ap.role)
@@ -248,6 +328,11 @@ class KernelSession(RingBufferSession):
 
     def stats_extra(self) -> dict[str, Any]:
         return {"probes": dict(getattr(self, "probes", {}))}
+
+    def doe_exchanges(self) -> str:
+        if self.doe_problem:
+            return f"not traced: {self.doe_problem}"
+        return "traced"
 
     def decode(self, records: list[bytes], odd: list[int]) -> Batch:
         t, dropped = decode_kernel_records(b"".join(records), self.opts.comm, self.opts.bdfs)

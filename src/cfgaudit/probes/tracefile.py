@@ -546,7 +546,7 @@ _TEXT = (str, "a string of UTF-8 text")
 _COUNT = (int, "a non-negative integer below 2**63")
 _RECORD_KEYS: dict[str, tuple[tuple[str, tuple[type, str]], ...]] = {
     "header": (("host", _TEXT), ("kernel_release", _TEXT), ("kernel_version", _TEXT),
-               ("running_kernel_release", _TEXT), ("backend", _TEXT), ("note", _TEXT),
+               ("running_kernel_release", _TEXT), ("backend", _TEXT), ("note", _TEXT), ("doe_exchanges", _TEXT),
                ("iomem_relaxed", (bool, "true or false")), ("boot_flags", (list, "a list of strings")),
                ("argv", (list, "a list of strings")), ("started_ns", _COUNT), ("started_unix_ns", _COUNT),
                ("snapshot", (dict, "an object (a cfgaudit snapshot)"))),
