@@ -217,6 +217,9 @@ class LiveRun:
         """Load and attach the probes, then create the trace file (a failed load leaves no file)."""
         self.session = self.backend.open(self.options)
         self.load_warnings = list(getattr(self.session, "warnings", []))
+        doe = getattr(self.session, "doe_exchanges", None)
+        if doe is not None:
+            self.header["doe_exchanges"] = doe()
         if self.cfg.output:
             try:
                 self.writer = TraceWriter(self.partial or self.cfg.output, self.header)
@@ -347,6 +350,8 @@ class LiveRun:
             out = TraceWriter(self.cfg.output, src.header)
             for t in src.tables():
                 out.write_table(t)
+            for d in src.notices:  # read with the tables; Parquet keeps them in its metadata
+                out.write(d)
             out.close(src.footer)
         except OutputError as err:
             self.record_error = f"{err}; the trace is in {self.partial} (JSON Lines: cfgaudit analyze reads it)"
@@ -380,7 +385,7 @@ class LiveRun:
             self._convert_partial()
         meta = {"traces": [self.cfg.output] if self.cfg.output else [], "kernel": str(self.registry.kernel),
                 "iomem_relaxed": self.registry.iomem_relaxed, "host": self.header.get("host"),
-                "backend": self.header.get("backend")}
+                "backend": self.header.get("backend"), "doe_exchanges": self.header.get("doe_exchanges")}
         parts = self.parts
         frames = (lambda: load_pandas().concat(parts, ignore_index=True)) if parts else None
         rep = build_report(self.analyzer, self.registry, frames, dict(self.analyzer.counts, lost=lost, skipped=0), meta)
