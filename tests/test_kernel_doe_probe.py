@@ -143,3 +143,29 @@ def test_decode_doe_records() -> None:
     assert e["ret"] == -5 and e["size"] == 16 and e["doe_vendor"] is None
     assert s2["doe_vendor"] == 1 and s2["doe_type"] == 0 and e2["ret"] is None
     assert w["via"] == "sysfs" and w["comm"] == "cfgpoke" and w["ret"] == 4 and w["doe_vendor"] is None
+
+
+def test_doctor_says_whether_doe_exchanges_are_traced(tmp_path, monkeypatch) -> None:
+    """doctor: the kernel backend traces the kernel's DOE exchanges only where the kernel has the
+    worker function and BTF describing its structs; the syscall backend never does."""
+    from cfgaudit import probes
+    from cfgaudit.hostpaths import HostPaths
+    from cfgaudit.report.inventory import render_doctor
+
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    paths = HostPaths(sysfs=str(tmp_path / "sys"), procfs=str(tmp_path / "pb"), proc=str(proc), tracefs=())
+    monkeypatch.setattr(kernel, "detect_kernel", lambda paths: None)
+    (proc / "kallsyms").write_text("0 T pci_user_write_config_byte\n")
+    assert "no probe-able doe_statemachine_work" in kernel.doe_status(paths)
+    (proc / "kallsyms").write_text("0 T pci_user_write_config_byte\n0 t doe_statemachine_work\n")
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(doe_btf())
+    assert kernel.doe_setup(paths, str(btf)) == (kernel.doe_offsets(Btf(doe_btf())), None)
+    assert kernel.doe_status(paths, str(btf)) == "traced"
+    consts, why = kernel.doe_setup(paths, str(tmp_path / "none"))
+    assert consts == {} and "layout of the kernel's DOE structs is unknown" in (why or "")
+    rows = probes.backend_table(paths)
+    text = render_doctor(rows)
+    assert "collision detection needs them" in text
+    assert "syscalls: not traced: system calls do not show the kernel's own DOE exchanges" in text

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..errors import BackendError
 from ..hostpaths import DEFAULT, HostPaths
 from .bccutil import prepare_host, tracefs_note
-from .kernel import KernelSession, detect_kernel
+from .kernel import KernelSession, detect_kernel, doe_status
 from .replay import ReplayOptions, ReplaySession
 from .session import LiveOptions, Session
 from .syscalls import SyscallSession, detect_syscalls
@@ -26,6 +26,14 @@ __all__ = ["Backend", "BACKENDS", "LIVE_ORDER", "pick_backend", "backend_table",
 
 def _nothing(paths: HostPaths) -> str:
     return ""
+
+
+def _doe_unseen(paths: HostPaths) -> str:
+    return "not traced: system calls do not show the kernel's own DOE exchanges (the kernel backend records them)"
+
+
+def _doe_recorded(paths: HostPaths) -> str:
+    return "as recorded (the trace header's doe_exchanges)"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class Backend:
     detect: Callable[[HostPaths], str | None]
     open: Callable[[Any], Any]
     note: Callable[[HostPaths], str] = _nothing
+    # whether its events include the kernel's own DOE exchanges (collision detection): "traced"
+    # or "not traced: why"
+    doe_exchanges: Callable[[HostPaths], str] = _doe_recorded
 
 
 def _can_run(paths: HostPaths) -> str | None:
@@ -48,10 +59,10 @@ def _can_run(paths: HostPaths) -> str | None:
 BACKENDS: dict[str, Backend] = {
     "kernel": Backend("kernel", "kprobes on pci_user_write_config_*: sysfs, /proc/bus/pci and VFIO writes "
                       "however issued, with the kernel's own verdict", True, detect_kernel, KernelSession,
-                      tracefs_note),
+                      tracefs_note, doe_status),
     "syscalls": Backend("syscalls", "syscall tracepoints (openat, pwrite64, write, writev, lseek, dup, close, "
                         "ioperm, iopl): sysfs and /proc/bus/pci, no kprobes needed", True, detect_syscalls,
-                        SyscallSession, tracefs_note),
+                        SyscallSession, tracefs_note, _doe_unseen),
     "replay": Backend("replay", "recorded trace files (JSONL or Parquet); read-only, needs no root", False,
                       _can_run, ReplaySession),
 }
@@ -78,11 +89,13 @@ def pick_backend(name: str, paths: HostPaths = DEFAULT) -> Backend:
 
 
 def backend_table(paths: HostPaths = DEFAULT) -> list[dict[str, Any]]:
-    """Every backend with whether it can run here, why not, and (``note``) what a session will
-    do to the host when it starts (mount tracefs). Only looks."""
+    """Every backend with whether it can run here, why not, (``note``) what a session will do to
+    the host when it starts (mount tracefs) and (``doe_exchanges``) whether it would record the
+    kernel's own DOE exchanges, which collision detection needs. Only looks."""
     rows = []
     for b in BACKENDS.values():
         why = b.detect(paths)
         rows.append({"backend": b.name, "live": b.live, "available": why is None, "reason": why or "",
-                     "note": b.note(paths) if why is None else "", "help": b.help})
+                     "note": b.note(paths) if why is None else "", "help": b.help,
+                     "doe_exchanges": b.doe_exchanges(paths)})
     return rows

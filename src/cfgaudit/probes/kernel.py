@@ -40,7 +40,7 @@ from .session import EMPTY_EVENTS, Batch, LiveOptions, RingBufferSession
 
 __all__ = ["KernelSession", "detect_kernel", "find_attach_points", "AttachPoint", "ATTACH_POINTS", "kernel_dtype",
            "decode_kernel_records", "VIA_CODES", "DEV_NAME_MAX", "kprobes_available", "LiveOptions",
-           "doe_offsets", "DOE_MEMBERS"]
+           "doe_offsets", "doe_setup", "doe_status", "DOE_MEMBERS"]
 
 KERNEL_PROGRAM = "cfgaudit_kernel.bpf.c"
 VIA_CODES = {code: name[3:].lower() for name, code in KERNEL_VIAS.items()}  # 0: unknown, 1: sysfs, ...
@@ -119,6 +119,25 @@ DOE_MEMBERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "DOE_MB_PDEV": ("pci_doe_mb", ("pdev",)),
     "DOE_MB_CAP": ("pci_doe_mb", ("cap_offset",)),
 }
+
+
+def doe_setup(paths: HostPaths = DEFAULT, btf_path: str = VMLINUX_BTF) -> tuple[dict[str, int], str | None]:
+    """(the DOE_* constants, None) when the kernel's DOE exchanges can be traced here, else
+    ({}, why not). Only looks."""
+    found = find_attach_points(attachable_text(paths), doe=True)
+    if not found.get("doe_start"):
+        return {}, "the kernel has no probe-able doe_statemachine_work (no DOE support: CONFIG_PCI_DOE)"
+    try:
+        return doe_offsets(Btf.read(btf_path)), None
+    except BtfError as err:
+        return {}, f"the layout of the kernel's DOE structs is unknown ({err})"
+
+
+def doe_status(paths: HostPaths = DEFAULT, btf_path: str = VMLINUX_BTF) -> str:
+    """``traced`` when the kernel backend can run here and record the kernel's DOE exchanges,
+    else ``not traced: why``. Only looks."""
+    why = detect_kernel(paths) or doe_setup(paths, btf_path)[1]
+    return "traced" if why is None else f"not traced: {why}"
 
 
 def doe_offsets(btf: Btf) -> dict[str, int]:
@@ -302,13 +321,7 @@ class KernelSession(RingBufferSession):
         return consts
 
     def _doe_setup(self) -> tuple[dict[str, int], str | None]:
-        found = find_attach_points(attachable_text(self.opts.paths), doe=True)
-        if not found.get("doe_start"):
-            return {}, "the kernel has no probe-able doe_statemachine_work (no DOE support, CONFIG_PCI_DOE)"
-        try:
-            return doe_offsets(Btf.read(VMLINUX_BTF)), None
-        except BtfError as err:
-            return {}, f"the kernel's DOE structs' layout is unknown ({err})"
+        return doe_setup(self.opts.paths)
 
     def attach(self) -> None:
         """kprobes and kretprobes on the symbols found in the running kernel (ATTACH_POINTS)."""

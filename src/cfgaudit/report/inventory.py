@@ -90,4 +90,9 @@ def render_doctor(rows: Sequence[dict], fmt: str = "table") -> str:
     trows = [{**r, "reason": r.get("reason") or (f"note: {r['note']}" if r.get("note") else "")} for r in rows]
     text = render_listing(trows, "table", _DOCTOR_COLS)
     live = [r["backend"] for r in rows if r["live"] and r["available"]]
-    return text + (f"--backend auto uses: {live[0]}\n" if live else "--backend auto: no live backend can run here\n")
+    text += f"--backend auto uses: {live[0]}\n" if live else "--backend auto: no live backend can run here\n"
+    # collisions (user writes during the kernel's own DOE exchanges) need those exchanges traced
+    doe = [f"  {r['backend']}: {r['doe_exchanges']}" for r in rows if r["live"] and r.get("doe_exchanges")]
+    if doe:
+        text += "the kernel's own DOE exchanges (collision detection needs them):\n" + "\n".join(doe) + "\n"
+    return text
