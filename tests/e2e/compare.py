@@ -2,33 +2,50 @@
 
     compare.py [--report FILE] BOOT=OUTDIR ...
 
-OUTDIR holds guest_steps.py's steps.json, kernel.jsonl and syscalls.jsonl. A write agrees when,
-for both backends:
+BOOT is KERNEL-MODE (6.1-strict, 6.1-relaxed, 6.12-strict). OUTDIR holds guest_steps.py's
+steps.json, kernel.jsonl and syscalls.jsonl. A write agrees when, for both backends:
   * kernel_taints == the kernel called add_taint(TAINT_USER=6) during the write
     == resource_is_exclusive() returned true (tracefs kretprobe, independent of cfgaudit);
   * kernel_logs == a new "Unexpected write to kernel-exclusive config offset" dmesg line;
   * taint bit 6 of /proc/sys/kernel/tainted is set after a tainting write (and stays clear after
     a non-tainting one while it was clear before);
   * kind == "exclusive" == the kernel's resource_is_exclusive() answer for the same write on the
-    strict boot (with iomem=relaxed the kernel answers false for everything, so the region's kind
-    is checked against the strict boot's answer);
+    same kernel's strict boot (with iomem=relaxed the kernel answers false for everything, so
+    the region's kind is checked against the strict boot's answer);
   * the kernel backend's kernel_verdict == resource_is_exclusive()'s return (null when the kernel
-    made no check) and, where set, == cfgaudit's kernel_taints;
+    made no check, as for VFIO) and, where set, == cfgaudit's kernel_taints;
   * the kernel backend's events equal the syscall backend's (pid, tid, comm, bdf, offset, via,
     ret, and size/data for complete writes); a write the kernel refused before reaching a config
-    accessor (sysfs past the end: -EFBIG) has no kernel-backend event, only a syscall one.
-The phase with the claim (B: doe_excl loaded) is analysed with a claims file; A and C without.
-Ends with exactly one line on stdout: `e2e: N writes checked, M agree with the kernel`.
+    accessor (sysfs past the end: -EFBIG) has no kernel-backend event, only a syscall one;
+  * io_uring (E) and VFIO (F) writes: the kernel backend has the event (via sysfs / vfio, offset,
+    bytes, ret), the syscall backend has none but its trace has the notice saying such writes
+    are unseen (unmediated kind io_uring / vfio) for that process;
+  * DOE (D): a write is a collision (kernel backend: a finding of kind "collision") exactly when
+    it reached the device (pci_user_write_config_*() entry, tracefs) between the entry and the
+    return of a doe_statemachine_work() (tracefs) — the kernel's exchange in flight; a collision
+    with an exchange that failed says so; the syscall backend's report never claims collisions
+    were checked (summary collisions_visible false).
+The kernel's DOE exchanges: each doe_statemachine_work() call seen by tracefs while both tracers
+ran must appear once in the kernel-backend trace (doe_start within 10 ms of the entry, doe_end of
+the return, ret = doe_loop's logged result where it made the exchange).
+The phase with the claim (B: doe_excl loaded) is analysed with a claims file; the others without.
+Ends with exactly one line on stdout: `e2e: N writes checked, M agree with the kernel; X kernel
+DOE exchanges seen of Y made; C collisions flagged of D`; exit 1 unless M = N, X = Y, C = D and
+nothing else was wrong.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 
-import cfgaudit
+from cfgaudit.audit import open_analysis, run_analysis
+
+# finding columns whose text says what a collision did (the description helper A adds; see docs/formats.md)
+COLLISION_TEXT = ("rule", "source", "capability", "owner")
 
 CLAIMS = """[[claim]]
 kind = "exclusive"
@@ -39,81 +56,179 @@ length = 0x18
 note = "tests/e2e/src/doe_excl.c: pci_request_config_region_exclusive(pdev, 0x190, 0x18) as v6.2/v6.3 cxl_pci"
 """
 KEY = ("pid", "tid", "comm", "bdf", "offset", "via", "ret")
+DOE_OPS = ("doe_start", "doe_end")
+MATCH_NS = 10_000_000  # a doe_start/doe_end and the tracefs entry/return of the same call: within 10 ms
+RV_RE = re.compile(r"doe_loop: exchange \d+ .*rv=(-?\d+)")
 
 
-def read_trace(path: str) -> tuple[dict, list[dict]]:
-    header, events = {}, []
+def read_trace(path: str) -> tuple[dict, list[dict], list[dict]]:
+    """(header, events, unmediated notices) of a JSON Lines trace."""
+    header, events, notices = {}, [], []
     with open(path) as fh:
         for line in fh:
             d = json.loads(line)
             if d.get("record") == "header":
                 header = d
+            elif d.get("record") == "unmediated":
+                notices.append(d)
             elif "record" not in d:
                 events.append(d)
-    return header, events
+    return header, events, notices
 
 
-def model(header: dict, events: list[dict], claims: str | None, tmp: str) -> dict[tuple, dict]:
-    """(ts_ns, tid) -> {kind_exclusive, kernel_taints, kernel_logs} from cfgaudit's analyzer."""
-    out = {(e["ts_ns"], e.get("tid")): {"exclusive": False, "taints": False, "logs": False} for e in events}
+def model(header: dict, events: list[dict], claims: str | None, tmp: str) -> tuple[dict[tuple, dict], dict]:
+    """(ts_ns, tid) -> what cfgaudit's analyzer said of that event, and the report's summary."""
+    out = {(e["ts_ns"], e.get("tid")): {"exclusive": False, "taints": False, "logs": False, "collision": False,
+                                        "text": []} for e in events}
     if not events:
-        return out
+        return out, {}
     path = os.path.join(tmp, "phase.jsonl")
     with open(path, "w") as fh:
         fh.write(json.dumps(header) + "\n")
         for e in events:
             fh.write(json.dumps(e) + "\n")
-    f = cfgaudit.analyze_traces(path, claims=[claims] if claims else [])
-    for r in f.to_dict("records"):
+    rep = run_analysis(open_analysis([path], claims=[claims] if claims else []))
+    for r in rep.findings.to_dict("records"):
         m = out.get((r["ts_ns"], r.get("tid")))
         if m is None:
             continue
         m["exclusive"] |= r["kind"] == "exclusive"
         m["taints"] |= bool(r["kernel_taints"])
         m["logs"] |= bool(r["kernel_logs"])
+        if r["kind"] == "collision":
+            m["collision"] = True
+            m["text"].append(" ".join(str(r.get(k) or "") for k in COLLISION_TEXT))
+    return out, dict(rep.summary)
+
+
+def phase_windows(run: dict) -> dict[str, tuple[int, int]]:
+    """Phase -> (first ns, last ns): from the mark before its first step to after its last one."""
+    out: dict[str, tuple[int, int]] = {}
+    marks = run.get("marks", {})
+    starts = {"A": marks.get("ready_ns"), "B": marks.get("claimed_ns"), "C": marks.get("released_ns"),
+              "D": marks.get("doe_ns"), "E": marks.get("doe_end_ns"), "F": marks.get("doe_end_ns")}
+    for s in run["steps"]:
+        lo, hi = out.get(s["phase"], (s["t0"], s["t1"]))
+        out[s["phase"]] = (min(lo, s["t0"], starts.get(s["phase"]) or s["t0"]), max(hi, s["t1"] + 20_000_000))
+    if "D" in out and marks.get("doe_end_ns"):
+        out["D"] = (out["D"][0], max(out["D"][1], marks["doe_end_ns"]))
     return out
 
 
-def judge_boot(boot: str, out: str, strict_answers: dict[str, bool], report: list[str]) -> tuple[int, int]:
+def judge_doe(boot: str, run: dict, kevents: list[dict], report: list[str]) -> tuple[int, int, list[str]]:
+    """(exchanges seen, exchanges made, problems): the kernel's DOE exchanges (tracefs) against
+    the kernel backend's doe_start/doe_end events."""
+    made = run.get("doe_exchanges") or []
+    starts = [e for e in kevents if e["op"] == "doe_start"]
+    ends = {e.get("tid"): [] for e in kevents if e["op"] == "doe_end"}
+    for e in kevents:
+        if e["op"] == "doe_end":
+            ends[e.get("tid")].append(e)
+    problems, seen, used = [], 0, set()
+    for entry, ret_ns, kpid in made:
+        hit = [i for i, e in enumerate(starts) if i not in used and abs(e["ts_ns"] - entry) <= MATCH_NS]
+        if not hit:
+            problems.append(f"kernel DOE exchange at {entry} (kworker {kpid}) not in the trace")
+            continue
+        i = min(hit, key=lambda j: abs(starts[j]["ts_ns"] - entry))
+        used.add(i)
+        end = [e for e in ends.get(starts[i].get("tid"), []) if ret_ns is not None and abs(e["ts_ns"] - ret_ns) <= MATCH_NS]
+        if ret_ns is not None and not end:
+            problems.append(f"kernel DOE exchange at {entry}: no doe_end near its return {ret_ns}")
+            continue
+        seen += 1
+    extra = [e["ts_ns"] for i, e in enumerate(starts) if i not in used]
+    if extra:
+        problems.append(f"doe_start events the kernel did not make: {extra}")
+    report.append(f"{boot}: kernel DOE exchanges: {seen} seen of {len(made)} made (trace: {len(starts)} doe_start)")
+    return seen, len(made), problems
+
+
+def exchange_of(run: dict, ts: int) -> list | None:
+    """The kernel's exchange (tracefs [entry, return, kworker]) in flight at ``ts`` ns, if any."""
+    for x in run.get("doe_exchanges") or []:
+        if x[0] < ts and (x[1] is None or ts < x[1]):
+            return x
+    return None
+
+
+def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], report: list[str]) -> dict[str, int]:
     with open(os.path.join(out, "steps.json")) as fh:
         run = json.load(fh)
     traces = {be: read_trace(os.path.join(out, f"{be}.jsonl")) for be in ("kernel", "syscalls")}
     relaxed = "iomem=relaxed" in run["cmdline"].split()
+    kernel_tag = boot.rsplit("-", 1)[0]
+    answers = strict_answers.setdefault(kernel_tag, {})
     tmp = tempfile.mkdtemp(prefix="cfgaudit-e2e-")
     claims = os.path.join(tmp, "claims.toml")
     with open(claims, "w") as fh:
         fh.write(CLAIMS.format(bdf=run["bdf"]))
-    for be, (h, _) in traces.items():
+    for be, (h, _, _) in traces.items():
         report.append(f"{boot}: {be} trace: backend={h.get('backend')} kernel_release={h.get('kernel_release')} "
-                      f"kernel_version={h.get('kernel_version')} iomem_relaxed={h.get('iomem_relaxed')}")
-    # events of each step, per backend; cfgaudit's model per phase
-    per = {}
-    for be, (h, evs) in traces.items():
+                      f"kernel_version={h.get('kernel_version')} iomem_relaxed={h.get('iomem_relaxed')} "
+                      f"doe_exchanges={h.get('doe_exchanges')}")
+    if run.get("vfio_problem"):
+        report.append(f"{boot}: vfio-pci step not made: {run['vfio_problem']}")
+    windows = phase_windows(run)
+    # events of each step, per backend; cfgaudit's model per phase (its writes and the kernel's
+    # DOE exchanges in its window)
+    per: dict[str, dict] = {}
+    summaries: dict[str, dict[str, dict]] = {}
+    for be, (h, evs, _) in traces.items():
         per[be] = {}
-        phases: dict[str, list[dict]] = {}
+        phase_pids: dict[str, set[int]] = {}
         for s in run["steps"]:
-            mine = [e for e in evs if s["t0"] <= e["ts_ns"] <= s["t1"] + 20_000_000 and e["comm"] == "cfgpoke"
-                    and e["op"] == "write"]
-            per[be][s["name"]] = mine
-            phases.setdefault(s["phase"], []).extend(mine)
-        verdicts = {}
-        for ph, evs_ph in phases.items():
-            verdicts.update(model(h, evs_ph, claims if ph == "B" else None, tmp))
+            per[be][s["name"]] = [e for e in evs if s["t0"] <= e["ts_ns"] <= s["t1"] + 20_000_000
+                                  and e["pid"] == s["pid"] and e["op"] == "write"]
+            phase_pids.setdefault(s["phase"], set()).add(s["pid"])
+        verdicts: dict[tuple, dict] = {}
+        summaries[be] = {}
+        for ph, (lo, hi) in windows.items():
+            evs_ph = [e for e in evs if lo <= e["ts_ns"] <= hi
+                      and (e["op"] in DOE_OPS or (e["op"] == "write" and e["pid"] in phase_pids[ph]))]
+            v, summary = model(h, evs_ph, claims if ph == "B" else None, tmp)
+            verdicts.update(v)
+            summaries[be][ph] = summary
         per[be]["_model"] = verdicts
-    n = m = 0
+    res = {"n": 0, "m": 0, "x": 0, "y": 0, "c": 0, "d": 0, "other": 0}
+    if "D" in windows:
+        x, y, problems = judge_doe(boot, run, traces["kernel"][1], report)
+        res["x"], res["y"] = x, y
+        for p in problems:
+            report.append(f"    {p}")
+        res["other"] += len(problems)
+        sv = summaries["syscalls"].get("D", {})
+        if sv.get("collisions_visible") is not False:
+            report.append(f"    syscalls: the report does not say collisions were not visible "
+                          f"(collisions_visible={sv.get('collisions_visible')!r})")
+            res["other"] += 1
+        kv = summaries["kernel"].get("D", {})
+        if kv.get("collisions_visible") is not True:
+            report.append(f"    kernel: collisions_visible={kv.get('collisions_visible')!r}, want true")
+            res["other"] += 1
     for s in run["steps"]:
-        n += 1
+        res["n"] += 1
         excl_k = any(r == 1 for r in s["rie"])
         taint_k = 6 in s["add_taint"]
         log_k = bool(s["dmesg"])
         if not relaxed:
-            strict_answers[s["name"]] = excl_k
+            answers[s["name"]] = excl_k
+        unseen_path = s["path"] in ("uring", "vfio")  # the syscall backend cannot see these writes
         problems = []
         if taint_k != excl_k:
             problems.append(f"kernel: add_taint(6)={taint_k} but resource_is_exclusive={s['rie']}")
         for be in ("kernel", "syscalls"):
             evs = per[be][s["name"]]
             mv = [per[be]["_model"][(e["ts_ns"], e.get("tid"))] for e in evs]
+            if be == "syscalls" and unseen_path:
+                kind = "io_uring" if s["path"] == "uring" else "vfio"
+                notes = [n for n in traces[be][2] if n.get("pid") == s["pid"] and n.get("kind") == kind]
+                if evs:
+                    problems.append(f"syscalls: events for a write it cannot see: {evs}")
+                if not notes:
+                    problems.append(f"syscalls: no '{kind}' notice for pid {s['pid']} "
+                                    f"(notices: {[(n.get('pid'), n.get('kind')) for n in traces[be][2]]})")
+                continue
             kt = any(v["taints"] for v in mv)
             kl = any(v["logs"] for v in mv)
             kx = any(v["exclusive"] for v in mv)
@@ -127,7 +242,7 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, bool], report: lis
                 problems.append(f"{be}: taints but bit 6 is clear after the write")
             if not kt and not s["tainted_before"] & 64 and s["tainted_after"] & 64:
                 problems.append(f"{be}: no taint predicted, bit 6 went up")
-            want_x = strict_answers.get(s["name"])
+            want_x = answers.get(s["name"])
             if want_x is not None and kx != want_x:
                 problems.append(f"{be}: kind==exclusive is {kx}, the strict kernel said {want_x}")
             if be == "kernel":
@@ -138,22 +253,56 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, bool], report: lis
                         problems.append(f"kernel: kernel_verdict={kv}, resource_is_exclusive={s['rie']}")
                     if kv is not None and kv != v["taints"]:
                         problems.append(f"kernel: kernel_verdict={kv} but cfgaudit's kernel_taints={v['taints']}")
-        ke, se = per["kernel"][s["name"]], per["syscalls"][s["name"]]
+                if unseen_path:
+                    want_via = "sysfs" if s["path"] == "uring" else "vfio"
+                    if [(e["via"], e["offset"], e["size"], e.get("ret")) for e in evs] != \
+                            [(want_via, s["offset"], s["length"], s["length"])]:
+                        problems.append(f"kernel: events {[(e['via'], e['offset'], e['size'], e.get('ret')) for e in evs]}, "
+                                        f"want one ({want_via}, {s['offset']:#x}, {s['length']}, {s['length']})")
+            if s["phase"] == "D":
+                inflight = [exchange_of(run, t) for t in s["reached_ns"]]
+                hit = [x for x in inflight if x]
+                flagged = any(v["collision"] for v in mv)
+                if be == "kernel":
+                    res["d"] += bool(hit)
+                    res["c"] += bool(hit) and flagged
+                    if flagged and not hit:
+                        problems.append(f"kernel: collision flagged, but the write reached the device at "
+                                        f"{s['reached_ns']} with no exchange in flight")
+                    if hit and not flagged:
+                        problems.append(f"kernel: no collision flagged; exchange in flight {hit[0]}")
+                    if s.get("during_exchange") and not hit:
+                        problems.append(f"the write (at {s['reached_ns']}) missed the kernel's exchange it was "
+                                        "scripted to hit: the scenario did not happen")
+                    rvs = [int(m.group(1)) for m in map(RV_RE.search, s.get("doe_log") or []) if m]
+                    texts = [t for v in mv for t in v["text"]]
+                    if hit and rvs and rvs[0] < 0 and not any("fail" in t for t in texts):
+                        problems.append(f"kernel: the kernel's exchange failed (rv={rvs[0]}) and the collision "
+                                        f"does not say so: {texts}")
+                    if hit and rvs:
+                        ends = [e for e in traces["kernel"][1] if e["op"] == "doe_end"
+                                and hit[0][1] is not None and abs(e["ts_ns"] - hit[0][1]) <= MATCH_NS]
+                        if [e.get("ret") for e in ends] != rvs[:1]:
+                            problems.append(f"kernel: doe_end ret {[e.get('ret') for e in ends]}, doe_loop said {rvs[:1]}")
+                elif flagged:
+                    problems.append("syscalls: collision flagged by a backend that cannot see the kernel's exchanges")
+        if not unseen_path:
+            ke, se = per["kernel"][s["name"]], per["syscalls"][s["name"]]
 
-        def key(e: dict) -> tuple:
-            full = e.get("ret") == e["size"]
-            return tuple(e.get(k) for k in KEY) + ((e["size"], e.get("data")) if full else ())
+            def key(e: dict) -> tuple:
+                full = e.get("ret") == e["size"]
+                return tuple(e.get(k) for k in KEY) + ((e["size"], e.get("data")) if full else ())
 
-        se_cmp = [e for e in se if not (e.get("ret", 0) < 0 and not ke)]
-        if [key(e) for e in ke] != [key(e) for e in se_cmp]:
-            problems.append(f"events differ: kernel {[key(e) for e in ke]} syscalls {[key(e) for e in se]}")
+            se_cmp = [e for e in se if not (e.get("ret", 0) < 0 and not ke)]
+            if [key(e) for e in ke] != [key(e) for e in se_cmp]:
+                problems.append(f"events differ: kernel {[key(e) for e in ke]} syscalls {[key(e) for e in se]}")
         ok = not problems
-        m += ok
-        report.append(f"{boot}: {s['name']:<44} {'agree' if ok else 'DISAGREE'}  kernel: rie={s['rie']} "
+        res["m"] += ok
+        report.append(f"{boot}: {s['name']:<52} {'agree' if ok else 'DISAGREE'}  kernel: rie={s['rie']} "
                       f"taint={taint_k} log={log_k} ; {s['poke_out']}")
         for p in problems:
             report.append(f"    {p}")
-    return n, m
+    return res
 
 
 def main() -> int:
@@ -162,26 +311,29 @@ def main() -> int:
     ap.add_argument("boots", nargs="+", help="BOOT=OUTDIR")
     opt = ap.parse_args()
     report: list[str] = []
-    strict: dict[str, bool] = {}
-    n = m = 0
+    strict: dict[str, dict[str, bool]] = {}
+    tot = {"n": 0, "m": 0, "x": 0, "y": 0, "c": 0, "d": 0, "other": 0}
     pairs = [b.split("=", 1) for b in opt.boots]
-    pairs.sort(key=lambda p: p[0] != "strict")  # the strict boot first: its answers judge the relaxed one
+    pairs.sort(key=lambda p: not p[0].endswith("strict"))  # strict boots first: their answers judge the others
     for boot, out in pairs:
         try:
-            bn, bm = judge_boot(boot, out, strict, report)
+            res = judge_boot(boot, out, strict, report)
         except (OSError, ValueError, KeyError) as err:
             report.append(f"{boot}: no result ({type(err).__name__}: {err})")
-            n += 1
+            tot["n"] += 1
+            tot["other"] += 1
             continue
-        n += bn
-        m += bm
+        for k in tot:
+            tot[k] += res[k]
     text = "\n".join(report)
     print(text, file=sys.stderr)
     if opt.report:
         with open(opt.report, "w") as fh:
             fh.write(text + "\n")
-    print(f"e2e: {n} writes checked, {m} agree with the kernel")
-    return 0 if n and m == n else 1
+    print(f"e2e: {tot['n']} writes checked, {tot['m']} agree with the kernel; {tot['x']} kernel DOE exchanges seen "
+          f"of {tot['y']} made; {tot['c']} collisions flagged of {tot['d']}")
+    ok = tot["n"] and tot["m"] == tot["n"] and tot["x"] == tot["y"] and tot["c"] == tot["d"] and not tot["other"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
