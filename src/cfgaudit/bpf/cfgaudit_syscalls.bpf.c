@@ -5,6 +5,10 @@
  * the target_pid map, the record fill, and the -D constants FOLLOW, TRACE_READS and
  * RINGBUF_PAGES). Constants of this program, also -D:
  *   SYSFS_PATH, PROCFS_PATH   path prefixes (strings) of config files to track
+ *   HAVE_SYS_OPEN             1: the kernel has the open(2) tracepoints (x86_64; not arm64)
+ *   HAVE_IO_URING             1: the kernel has sys_exit_io_uring_setup (CONFIG_IO_URING)
+ * (probes/syscalls.py sets the HAVE_ ones from tracefs: a probe is compiled only where its
+ * tracepoint exists.)
  *
  * Open files are tracked by (tgid, fd) in the `fds` map when their path could be a config
  * file: it starts with one of the prefixes, or ends in "/config" (sysfs config files through
@@ -24,6 +28,12 @@ typedef int rwf_t;
 #endif
 #ifndef PROCFS_PATH
 #define PROCFS_PATH "/proc/bus/pci"
+#endif
+#ifndef HAVE_SYS_OPEN
+#define HAVE_SYS_OPEN 0
+#endif
+#ifndef HAVE_IO_URING
+#define HAVE_IO_URING 0
 #endif
 #define MAX_FORK_FDS 256  /* fds below this are inherited by a forked child */
 
@@ -204,12 +214,19 @@ static __always_inline int candidate(const char *p, int len)
 	return 0;
 }
 
+/* The UM_* kind of an open of p (the path as the process passed it), or 0. Literal absolute
+ * paths only, like the config-file prefixes: "/dev/mem", "/dev/port", and anything under
+ * "/dev/vfio/" (the group files, /dev/vfio/vfio, iommufd's /dev/vfio/devices/vfioN): through
+ * a VFIO device fd's config region, config writes are pread/pwrite on that fd, which this
+ * program does not follow. */
 static __always_inline int unmediated_path(const char *p)
 {
 	if (PREFIX(p, "/dev/mem") && p[8] == 0)
 		return UM_DEVMEM;
 	if (PREFIX(p, "/dev/port") && p[9] == 0)
 		return UM_DEVPORT;
+	if (PREFIX(p, "/dev/vfio/") && p[10] != 0)
+		return UM_VFIO;
 	return 0;
 }
 
@@ -249,6 +266,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return enter_open(args->filename,
 TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return exit_open(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_openat2) { return enter_open(args->filename, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return exit_open(args->ret); }
+#if HAVE_SYS_OPEN
+TRACEPOINT_PROBE(syscalls, sys_enter_open) { return enter_open(args->filename, args->flags); }
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return exit_open(args->ret); }
+#endif
 
 /* ---------------------------------------------------------------- reads and writes */
 
@@ -549,3 +570,16 @@ static __always_inline int exit_grant(long ret)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_ioperm) { return exit_grant(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_iopl) { return exit_grant(args->ret); }
+
+#if HAVE_IO_URING
+/* io_uring_setup() succeeded (ret: the ring's fd): writes submitted through the ring
+ * (IORING_OP_WRITE and friends) are no write/pwrite syscall, so a config write among them would
+ * not be seen here. Only the exit: nothing of the arguments is needed. */
+TRACEPOINT_PROBE(syscalls, sys_exit_io_uring_setup)
+{
+	if (args->ret < 0 || !wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	emit_simple(EV_UNMEDIATED, (s32)args->ret, 0, UM_IO_URING, args->ret);
+	return 0;
+}
+#endif

@@ -130,6 +130,11 @@ class ReplaySession:
             self._notices_seen[i] = len(r.notices)
         return out
 
+    def notices(self) -> list[Notice]:
+        """Every notice (``{"record": "unmediated", ...}`` line) read so far, file by file; all of
+        them once :meth:`tables` is exhausted."""
+        return [Notice.from_record(d) for r in self.readers for d in r.notices]
+
     def follow_pid(self, pid: int) -> None:
         """Nothing to follow in a recording."""
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Protocol, Self
 
 import pyarrow as pa
 
-from ..errors import BackendError
+from ..errors import BackendError, is_utf8_text
 from ..events import FIELDS, ConfigAccess, arrow_schema, record_size
 from ..hostpaths import DEFAULT, HostPaths
 from . import bpfcache
@@ -48,24 +48,38 @@ EMPTY_EVENTS = arrow_schema().empty_table()
 @dataclass
 class Notice:
     """Something to report that is not a config access: unmediated access granted (ioperm/iopl
-    reaching the config ports, an open of /dev/mem or /dev/port). ``ts_ns``: when."""
+    reaching the config ports, an open of /dev/mem or /dev/port), or a path to config space the
+    backend cannot follow (an open of /dev/vfio/*, io_uring_setup()). ``ts_ns``: when; ``kind``:
+    ioperm, iopl, devmem, devport, vfio, io_uring (events.UNMEDIATED_KINDS, lower case, without
+    UM_), or "" when not known (traces written before it was recorded)."""
 
     ts_ns: int
     pid: int
     comm: str
     what: str
     via: str
+    kind: str = ""
 
     def to_record(self) -> dict[str, Any]:
-        """The trace-file line (``{"record": "unmediated", ...}``)."""
-        return {"record": "unmediated", "ts_ns": self.ts_ns, "pid": self.pid, "comm": self.comm,
-                "what": self.what, "via": self.via}
+        """The trace-file line (``{"record": "unmediated", ...}``; ``kind`` when known)."""
+        d: dict[str, Any] = {"record": "unmediated", "ts_ns": self.ts_ns, "pid": self.pid, "comm": self.comm,
+                             "what": self.what, "via": self.via}
+        if self.kind:
+            d["kind"] = self.kind
+        return d
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> "Notice":
-        """The inverse of :meth:`to_record` (missing keys: zero or empty)."""
-        return cls(int(d.get("ts_ns") or 0), int(d.get("pid") or 0), str(d.get("comm") or ""),
-                   str(d.get("what") or ""), str(d.get("via") or ""))
+        """The inverse of :meth:`to_record` (missing keys, or a trace's values of the wrong type:
+        zero or empty; a notice is never an error)."""
+        def num(v: Any) -> int:
+            return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+        def text(v: Any) -> str:
+            return v if isinstance(v, str) and is_utf8_text(v) else ""
+
+        return cls(num(d.get("ts_ns")), num(d.get("pid")), text(d.get("comm")), text(d.get("what")),
+                   text(d.get("via")), text(d.get("kind")))
 
 
 class Batch(NamedTuple):
@@ -406,6 +420,12 @@ class RingBufferSession:
 
     def stats_extra(self) -> dict[str, Any]:
         return {}
+
+    def doe_exchanges(self) -> str:
+        """Whether this session records the kernel's own DOE exchanges (``doe_start``/``doe_end``
+        events): ``traced``, or ``not traced: why`` (the trace header's ``doe_exchanges``)."""
+        return (f"not traced: the {self.name} backend cannot see the kernel's own DOE exchanges "
+                "(the kernel backend records them)")
 
     def poll(self, timeout_ms: int = 100) -> Batch:
         """Wait up to ``timeout_ms`` for records (without the reader thread: read them here);

@@ -2,9 +2,11 @@
 
 It follows opens of PCI config files (sysfs and /proc/bus/pci), the fd table (dup, fcntl, close,
 fork) and the file position (lseek, write, read), and reports every write (and with ``reads``,
-every read) on those files, plus grants of unmediated access (ioperm/iopl reaching 0xCF8-0xCFF,
-opens of /dev/mem and /dev/port). The BPF side is bpf/cfgaudit_syscalls.bpf.c; records are the
-structs of bpf/cfgaudit_event.h (``event``; ``open`` for OPEN records, with the path), generated
+every read) on those files, plus notices: grants of unmediated access (ioperm/iopl reaching
+0xCF8-0xCFF, opens of /dev/mem and /dev/port) and the paths to config space it cannot follow
+(opens of /dev/vfio/*: VFIO device fds; io_uring_setup(): writes submitted through a ring). The
+BPF side is bpf/cfgaudit_syscalls.bpf.c; records are the structs of bpf/cfgaudit_event.h
+(``event``; ``open`` for OPEN records and the opens among the notices, with the path), generated
 from events.py. Offsets and sizes are bytes.
 """
 from __future__ import annotations
@@ -24,12 +26,18 @@ from .bccutil import bcc_problem, headers_problem, record_dtype, tracefs_problem
 from .session import EMPTY_EVENTS, Batch, LiveOptions, Notice, RingBufferSession, concat_batches
 
 __all__ = ["SyscallSession", "LiveOptions", "detect_syscalls", "resolve_config_path", "decode_record",
-           "TRACEPOINTS", "SYSCALL_PROGRAM"]
+           "TRACEPOINTS", "OPTIONAL_TRACEPOINTS", "SYSCALL_PROGRAM", "optional_tracepoints", "NOT_FOLLOWED"]
 
 SYSCALL_PROGRAM = "cfgaudit_syscalls.bpf.c"
 # Checked before load (the program uses more; these stand for the syscall tracepoints as a whole).
 TRACEPOINTS = (("syscalls", "sys_enter_pwrite64"), ("syscalls", "sys_enter_openat"), ("syscalls", "sys_exit_write"),
                ("sched", "sched_process_fork"))
+# Probes compiled in only where the kernel has their tracepoints (-D HAVE_...=1): open(2) exists on
+# x86_64 but not arm64; io_uring_setup needs CONFIG_IO_URING.
+OPTIONAL_TRACEPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "HAVE_SYS_OPEN": (("syscalls", "sys_enter_open"), ("syscalls", "sys_exit_open")),
+    "HAVE_IO_URING": (("syscalls", "sys_exit_io_uring_setup"),),
+}
 EV = RECORD_TYPES
 UM_NAMES = {v: k[3:].lower() for k, v in UNMEDIATED_KINDS.items()}
 _BDF = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
@@ -44,6 +52,14 @@ def detect_syscalls(paths: HostPaths = DEFAULT) -> str | None:
     if os.geteuid() != 0:
         return "needs root (CAP_BPF and CAP_PERFMON): run with sudo"
     return bcc_problem() or headers_problem() or tracefs_problem(paths, TRACEPOINTS, mountable_ok=True)
+
+
+def optional_tracepoints(paths: HostPaths) -> dict[str, bool]:
+    """Which :data:`OPTIONAL_TRACEPOINTS` groups the kernel has (all False when tracefs is not
+    mounted). Only looks."""
+    root = paths.tracefs_root()
+    return {name: root is not None and all(os.path.isdir(os.path.join(root, "events", c, e)) for c, e in tps)
+            for name, tps in OPTIONAL_TRACEPOINTS.items()}
 
 
 def resolve_config_path(real: str, paths: HostPaths) -> tuple[str, str] | None:
@@ -103,7 +119,12 @@ class SyscallSession(RingBufferSession):
     def constants(self) -> dict[str, int | bool | str]:
         p = self.opts.paths
         return {**super().constants(), "SYSFS_PATH": os.path.realpath(p.sysfs),
-                "PROCFS_PATH": os.path.realpath(p.procfs)}
+                "PROCFS_PATH": os.path.realpath(p.procfs), **optional_tracepoints(p)}
+
+    def stats_extra(self) -> dict[str, Any]:
+        """The optional probes compiled in (``HAVE_SYS_OPEN``, ``HAVE_IO_URING``: true or false)."""
+        c = self.constants()
+        return {name: bool(c[name]) for name in OPTIONAL_TRACEPOINTS}
 
     # -- records -----------------------------------------------------------------------
     def decode(self, records: list[bytes], odd: list[int]) -> Batch:
@@ -210,17 +231,28 @@ class SyscallSession(RingBufferSession):
                 pass
 
 
+# How the notices of the paths this backend cannot follow (kinds vfio, io_uring) end.
+NOT_FOLLOWED = "not visible to the syscall backend (the kernel backend sees them)"
+
+
 def _unmediated(rec: dict[str, Any]) -> Notice:
-    """The notice for an EV_UNMEDIATED record."""
+    """The notice for an EV_UNMEDIATED record (``offset``: ioperm's first port; ``size``: its
+    count of ports, or iopl's level; ``path``: what an open named)."""
     kind = UM_NAMES.get(rec["aux"], "?")
+    path = rec.get("path", "?")
     if kind == "ioperm":
         what = f"ioperm({rec['offset']:#x}, {rec['size']}, 1): config ports 0xcf8-0xcff reachable"
         via = "ioport"
     elif kind == "iopl":
         what = f"iopl({rec['size']}): every I/O port reachable, config ports included"
         via = "ioport"
-    else:
-        what = f"opened {rec.get('path', '?')}: config space reachable through memory or ports"
+    elif kind == "vfio":
+        what = f"opened {path}: config writes through a VFIO device are {NOT_FOLLOWED}"
+        via = "vfio"
+    elif kind == "io_uring":
+        what = f"set up io_uring: writes to config files submitted through io_uring are {NOT_FOLLOWED}"
+        via = "unknown"
+    else:  # devmem, devport (and a kind this version does not know)
+        what = f"opened {path}: config space reachable through memory or ports"
         via = "devmem" if kind == "devmem" else "ioport"
-    return Notice(rec["ts_ns"], rec["pid"], rec["comm"], what, via)
-
+    return Notice(rec["ts_ns"], rec["pid"], rec["comm"], what, via, "" if kind == "?" else kind)

@@ -62,6 +62,8 @@ BLOCK_BYTES = 16 << 20  # JSONL block handed to pyarrow at once
 DICT_COLUMNS = ("comm", "op", "bdf", "via")  # read from Parquet as dictionaries
 META_HEADER = b"cfgaudit.header"
 META_FOOTER = b"cfgaudit.footer"
+META_NOTICES = b"cfgaudit.notices"  # Parquet: the notice records ({"record": "unmediated", ...}), a JSON list
+MAX_NOTICES = 10000  # notices kept per trace file (the rest are read past)
 # A live recording into a format that is unreadable until closed (Parquet) writes JSON Lines to
 # PATH + this suffix and converts at the end; a killed run leaves that file.
 PARTIAL_SUFFIX = ".partial.jsonl"
@@ -191,6 +193,14 @@ class ParquetTraceReader(TraceReader):
             self.header = _checked_record(self.header, "header", self.path, None)
         if META_FOOTER in meta:
             self.footer = _checked_record(self.footer, "footer", self.path, None)
+        if META_NOTICES in meta:
+            try:
+                notes = json.loads(meta[META_NOTICES])
+            except (ValueError, RecursionError) as err:
+                raise InputError(f"bad notices metadata: {err}", path=self.path) from err
+            if not isinstance(notes, list):
+                raise InputError("bad notices metadata: not a list", path=self.path)
+            self.notices = [d for d in notes if isinstance(d, dict) and d.get("record") == "unmediated"][:MAX_NOTICES]
         names = set(self._pf.schema_arrow.names)
         missing = [n for n in REQUIRED if n not in names]
         if missing:
@@ -367,7 +377,7 @@ class JsonlTraceReader(TraceReader):
             doc = _loads(line)
             problem = (_not_json(line) if doc is NOT_JSON else validate_row(doc))
             if doc is not None and isinstance(doc, dict) and doc.get("record") == "unmediated":
-                if len(self.notices) < 10000:
+                if len(self.notices) < MAX_NOTICES:
                     self.notices.append(doc)
                 continue
             if doc is not None and isinstance(doc, dict) and doc.get("record") in ("header", "footer"):
@@ -809,8 +819,8 @@ class JsonlTraceWriter(TraceWriter):
 
 
 class ParquetTraceWriter(TraceWriter):
-    """Parquet: row groups (rows gathered 65536 at a time); header and footer in the metadata.
-    Unreadable until closed."""
+    """Parquet: row groups (rows gathered 65536 at a time); header, footer and notices in the
+    metadata. Unreadable until closed."""
 
     kind = "parquet"
     ROW_GROUP_ROWS = 65536
@@ -818,9 +828,14 @@ class ParquetTraceWriter(TraceWriter):
     def _start(self, fd: int) -> None:
         os.close(fd)
         self._rows: list[dict] = []
+        self._notices: list[dict] = []  # notice records: no rows, the metadata (META_NOTICES) at the end
         self._pw: pq.ParquetWriter | None = None
 
     def _write_row(self, d: dict[str, Any]) -> None:
+        if d.get("record") == "unmediated":
+            if len(self._notices) < MAX_NOTICES:
+                self._notices.append(d)
+            return
         self._rows.append(d)
         if len(self._rows) >= self.ROW_GROUP_ROWS:
             self._flush()
@@ -854,7 +869,10 @@ class ParquetTraceWriter(TraceWriter):
                 empty = arrow_schema().empty_table()
                 self._schema = empty.schema.with_metadata({META_HEADER: json.dumps(self.header).encode()})
                 self._pw = pq.ParquetWriter(self.path, self._schema)
-            self._pw.add_key_value_metadata({META_FOOTER: json.dumps(footer)})
+            meta = {META_FOOTER: json.dumps(footer)}
+            if self._notices:
+                meta[META_NOTICES] = json.dumps(self._notices)
+            self._pw.add_key_value_metadata(meta)
             self._pw.close()
 
     @contextlib.contextmanager
