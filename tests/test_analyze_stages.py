@@ -207,11 +207,12 @@ def test_known_bytes_reads_update_invalid_reads_do_not(cxl62) -> None:
 # ---- the findings field table -------------------------------------------------------------------
 TODAY = [("ts_ns", "int64"), ("pid", "int64"), ("tid", "Int64"), ("uid", "Int64"), ("comm", "string"),
          ("op", "string"), ("bdf", "string"), ("offset", "int64"), ("size", "int64"), ("data", "string"),
-         ("via", "string"), ("ret", "Int64"), ("region_start", "int64"), ("region_length", "int64"),
+         ("via", "string"), ("ret", "Int64"), ("region_start", "Int64"), ("region_length", "Int64"),
          ("owner", "string"), ("kind", "string"), ("capability", "string"), ("rule", "string"),
          ("source", "string"), ("kernel_taints", "bool"), ("kernel_logs", "bool"), ("kernel_message", "string"),
          ("allowed_by", "string"), ("severity", "string"), ("old_value", "string"), ("changed_bits", "string"),
-         ("doe", "string"), ("verdict_note", "string"), ("event_index", "int64")]
+         ("doe", "string"), ("collision", "string"), ("kernel_protocol", "string"), ("kernel_exchange", "Int64"),
+         ("kernel_ret", "Int64"), ("verdict_note", "string"), ("event_index", "int64")]
 
 
 def test_finding_columns_derive_from_the_field_table() -> None:
@@ -219,12 +220,12 @@ def test_finding_columns_derive_from_the_field_table() -> None:
     assert all(f.doc for f in FINDING_FIELDS)
     events = {f.name: f.arrow for f in FIELDS}
     for f in FINDING_FIELDS:
-        assert f.origin in ("event", "region", "kernel", "known", "doe", "trace"), f
+        assert f.origin in ("event", "region", "kernel", "known", "doe", "trace", "collision"), f
         if f.origin == "event":
             assert f.arrow == events[f.name], f
     assert findings_schema().names == list(FINDING_COLUMNS)
     assert dict(empty_findings().dtypes.astype(str)) == FINDING_COLUMNS
-    assert SEVERITY == {"exclusive": "error", "managed": "warning", "user": "note"}
+    assert SEVERITY == {"collision": "error", "exclusive": "error", "managed": "warning", "user": "note"}
 
 
 def test_report_frames_reexports_the_same_objects() -> None:

@@ -117,21 +117,24 @@ def test_a_collision_fails_the_gate_above_exclusive(tmp_path) -> None:
     end = {"ts_ns": 40, "op": "doe_end", "size": 16, "ret": 12, **KW}
     idle = _trace(tmp_path, [start, end, _user(50)])
     code, out, err = run_cli("check", idle, "--kernel", "6.8", "--fail-on", "exclusive")
-    assert code == 0 and "COLLISION" not in out, (out, err)
+    assert code == 0 and "COLLISION:" not in out, (out, err)
     busy = _trace(tmp_path, [start, _user(30), end])
     code, out, err = run_cli("check", busy, "--kernel", "6.8", "--fail-on", "exclusive")
     assert code == 1, (out, err)
-    assert "COLLISION: 1 write into a DOE mailbox while the kernel's own exchange on it was in flight" in out
-    assert "pid 812 (doe-tool) wrote 4 bytes at 0x198 of 0000:0d:00.0 during the kernel's" in out
-    assert "(pid 97 kworker/u8:2, event 0)" in out
+    text = " ".join(out.split())
+    assert "COLLISION: 1 event where user space and the kernel's own DOE exchange met on one mailbox" in text
+    assert ("COLLISION: sets ABORT: aborts the kernel's exchange, during the kernel's CXL table access (CDAT) "
+            "exchange on PCI core's mailbox (pid 97 kworker/u8:2, event 0); the kernel's exchange then completed "
+            "(12 bytes received)") in text
     rp = tmp_path / "r.json"
     code, _, _ = run_cli("analyze", busy, "--kernel", "6.8", "--format", "json", "-o", str(rp))
-    s = json.loads(rp.read_text())["summary"]
+    doc = json.loads(rp.read_text())
+    s = doc["summary"]
     assert code == 1 and s["doe_collisions"] == 1 and s["kernel_doe_exchanges"] == 1
-    assert s["doe_collision_writes"] == [{"event_index": 1, "ts_ns": 30, "pid": 812, "comm": "doe-tool",
-                                          "bdf": "0000:0d:00.0", "offset": A + 8, "size": 4, "data": "01000000",
-                                          "kernel": {"event_index": 0, "start_ns": 20, "pid": 97,
-                                                     "comm": "kworker/u8:2", "doe_vendor": 0x1E98, "doe_type": 2}}]
+    assert s["collision_events"] == 1 and s["by_kind"]["collision"] == 1 and s["collisions_visible"] is True
+    [f] = doc["findings"]
+    assert (f["kind"], f["severity"], f["event_index"], f["kernel_exchange"], f["kernel_ret"], f["kernel_protocol"]) \
+        == ("collision", "error", 1, 0, 12, "CXL table access (CDAT)")
 
 
 def test_a_trace_without_the_kernels_exchanges_claims_no_absence_of_collisions(tmp_path) -> None:
@@ -142,11 +145,11 @@ def test_a_trace_without_the_kernels_exchanges_claims_no_absence_of_collisions(t
         return " ".join(run_cli("analyze", _trace(tmp_path, list(rows)), "--kernel", "6.8")[1].split())
 
     out = text(_user(30), _user(40, A + 0x10))
-    assert f"2 {blind}" in out and "COLLISION" not in out
+    assert f"2 {blind}" in out and "COLLISION:" not in out
     start = {"ts_ns": 20, "op": "doe_start", "size": 16, "doe_vendor": 0x1E98, "doe_type": 2, **KW}
     end = {"ts_ns": 25, "op": "doe_end", "size": 16, "ret": 12, **KW}
     out = text(start, end, _user(30))
-    assert blind not in out and "COLLISION" not in out  # seen, and none collided
+    assert blind not in out and "COLLISION:" not in out  # seen, and none collided
     assert blind not in text(_user(30, 0x10))  # no write into a mailbox: nothing to say
 
 
@@ -160,5 +163,5 @@ def test_fail_on_collision_gates_on_collisions_alone(tmp_path) -> None:
     assert run_cli("check", idle, "--fail-on", "collision")[0] == 0
     busy = _trace(tmp_path, [start, _user(30), end])
     code, out, _ = run_cli("check", busy, "--fail-on", "collision")
-    assert code == 1 and "COLLISION: 1 write" in out
+    assert code == 1 and "COLLISION: 1 event" in out
     assert run_cli("check", busy, "--fail-on", "never")[0] == 0

@@ -31,8 +31,8 @@ SCENARIOS = sorted(d for d in os.listdir(os.path.join(ROOT, "sample-traces"))
 NULLABLE = ("tid", "uid", "data", "via", "ret", "capability", "rule", "source", "kernel_message", "allowed_by",
             "severity", "old_value", "changed_bits", "doe", "verdict_note")
 REGION_COLS = ("region_start", "region_length", "owner", "kind", "capability", "rule", "source")
-SUMMARY_KEYS = ("findings", "writes_with_findings", "by_kind", "exclusive_writes", "managed_writes", "allowed",
-                "kernel_taints", "kernel_logs", "devices", "processes")
+SUMMARY_KEYS = ("findings", "writes_with_findings", "by_kind", "collision_events", "exclusive_writes",
+                "managed_writes", "allowed", "kernel_taints", "kernel_logs", "devices", "processes")
 # Every character JSON escapes, some it must not, and non-ASCII text.
 SPECIAL = ['q"uote', "back\\slash", "\\\"", "line\nbreak", "cr\rhere", "t\tab", "bs\bff\f",
            "".join(chr(c) for c in range(32)), "del\x7f", "ünï ✓ 😀 \u2028\u2029 ß", "", " lead and trail ",

@@ -190,8 +190,8 @@ def test_table_layout(report: Report) -> None:
     for block in ("By device:", "By region:", "By process:", "Totals:"):
         assert block in lines
     dev = lines[lines.index("By device:") + 2].split()
-    assert dev == [RP, "2", "2", "0", "2", "0"]  # sorted by bdf; 2 findings, both managed
-    assert "4 findings (2 exclusive, 2 managed, 0 user)" in out
+    assert dev == [RP, "2", "2", "0", "0", "2", "0"]  # sorted by bdf; 2 findings, both managed
+    assert "4 findings (0 collision, 2 exclusive, 2 managed, 0 user)" in out
     assert "40 events" in out and "1 skipped" in out
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .analyze import Analyzer
-from .analyze.findings import empty_findings, findings_frame
+from .analyze.findings import FINDING_KINDS, empty_findings, findings_frame
 from .errors import InputError, UsageError
 from .events import arrow_schema
 from .inventory import REGION_KEYS, Sources, open_devices, regions_rows, registry_for
@@ -29,8 +29,8 @@ from .report.render import RENDERERS, render
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "replay", "analyze",
-           "load_trace", "failing", "render_report", "build_report", "devices_for_trace"]
+__all__ = ["FAIL_LEVELS", "Analysis", "collisions_visible", "open_analysis", "run_analysis", "stream_analysis",
+           "replay", "analyze", "load_trace", "failing", "render_report", "build_report", "devices_for_trace"]
 
 FAIL_LEVELS = ("collision", "exclusive", "managed", "never")  # strictest first; collision: issue 11
 Progress = Callable[[int], None]  # called with the number of events analysed so far
@@ -98,8 +98,11 @@ class Analysis:
 
     def meta(self) -> dict[str, Any]:
         h = self.source.header
-        return {"traces": list(self.source.paths), "kernel": str(self.registry.kernel),
+        meta = {"traces": list(self.source.paths), "kernel": str(self.registry.kernel),
                 "iomem_relaxed": self.registry.iomem_relaxed, "host": h.get("host"), "backend": h.get("backend")}
+        if h.get("doe_exchanges") is not None:  # whether the recording backend traced the kernel's DOE exchanges
+            meta["doe_exchanges"] = h.get("doe_exchanges")
+        return meta
 
     def counts(self) -> dict[str, int]:
         st = self.source.stats()
@@ -161,7 +164,23 @@ def build_report(analyzer: Analyzer, registry: RegistryResult, findings: Callabl
     rep.summary = summarize(rep.findings if findings is not None else None, counts)
     rep.summary["unknown_device_writes"] = analyzer.unknown_writes
     rep.summary["unknown_devices"] = analyzer.unknown_devices()
-    rep.summary["doe_collision_writes"] = [dict(w) for w in analyzer.collision_writes]
+    rep.summary["collisions_visible"] = collisions_visible(counts, meta)
+    return rep
+
+
+def collisions_visible(counts: dict[str, int], meta: dict[str, Any]) -> bool:
+    """Could the trace show a collision with the kernel's own DOE exchanges? Only when it records
+    them: it holds some (``counts["kernel_doe_exchanges"]``), or its header says the recording
+    backend traced them (``meta["doe_exchanges"] == "traced"``). A syscall-backend trace never does."""
+    return bool(counts.get("kernel_doe_exchanges")) or meta.get("doe_exchanges") == "traced"
+
+
+def _with_notices(rep: Report, a: Analysis) -> Report:
+    """``rep`` with the traces' notices (unmediated access; paths the syscall backend cannot
+    follow) as ``summary["unmediated"]``, notice records; only when there are any."""
+    notes = a.source.notices()
+    if notes:
+        rep.summary["unmediated"] = [n.to_record() for n in notes]
     return rep
 
 
@@ -229,7 +248,10 @@ def run_analysis(a: Analysis, progress: Progress | None = None) -> Report:
             parts.append(f)
         if progress:
             progress(a.analyzer.counts["events"])
-    return build_report(a.analyzer, a.registry, _frames_of(parts), a.counts(), a.meta())
+    f = a.analyzer.finish()  # findings held for a kernel exchange's end that the trace does not have
+    if f is not None:
+        parts.append(f)
+    return _with_notices(build_report(a.analyzer, a.registry, _frames_of(parts), a.counts(), a.meta()), a)
 
 
 def stream_analysis(a: Analysis, sink: Callable[[pa.Table], None], progress: Progress | None = None) -> Report:
@@ -242,7 +264,10 @@ def stream_analysis(a: Analysis, sink: Callable[[pa.Table], None], progress: Pro
             sink(fa)
         if progress:
             progress(a.analyzer.counts["events"])
-    return build_report(a.analyzer, a.registry, None, a.counts(), a.meta())
+    fa = a.analyzer.finish()
+    if fa is not None:
+        sink(fa)
+    return _with_notices(build_report(a.analyzer, a.registry, None, a.counts(), a.meta()), a)
 
 
 def replay(a: Analysis, on_findings: Callable[[int, pd.DataFrame], None]) -> Report:
@@ -258,7 +283,11 @@ def replay(a: Analysis, on_findings: Callable[[int, pd.DataFrame], None]) -> Rep
         if f is not None and f.num_rows:
             parts.append(f)
             on_findings(t0, findings_frame(f))
-    return build_report(a.analyzer, a.registry, _frames_of(parts), a.counts(), a.meta())
+    f = a.analyzer.finish()
+    if f is not None:
+        parts.append(f)
+        on_findings(t0 or 0, findings_frame(f))
+    return _with_notices(build_report(a.analyzer, a.registry, _frames_of(parts), a.counts(), a.meta()), a)
 
 
 def render_report(a: Analysis, fmt: str, out: IO[str], progress: Progress | None = None) -> Report:
@@ -307,23 +336,19 @@ def analyze(traces: str | Iterable[str], sources: Sources | None = None, kernel:
 
 def failing(report: Report | pd.DataFrame, level: str) -> int:
     """How many findings are at or above ``level`` (collision > exclusive > managed), not allowed
-    by a user claim. Given a :class:`Report`, its writes to devices not in the sources
-    (``summary["unknown_device_writes"]``: what they hit is unknown) count too at ``managed``,
-    and its writes into a DOE mailbox during the kernel's own exchange (``summary["doe_collisions"]``)
-    at every level but ``never``: at ``collision`` they alone count. Given only a findings frame,
-    only findings count (none at ``collision``)."""
+    by a user claim (a collision never is): at ``collision`` the collisions alone, at every other
+    level but ``never`` they count too. Given a :class:`Report`, its writes to devices not in the
+    sources (``summary["unknown_device_writes"]``: what they hit is unknown) count too at ``managed``."""
     if level not in FAIL_LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_LEVELS)}")
     if level == "never":
         return 0
     empty = report.n_findings == 0 if isinstance(report, Report) else report.empty
     n = 0
-    if not empty and level != "collision":
+    if not empty:
         findings = report.findings if isinstance(report, Report) else report
-        kinds = {"exclusive"} if level == "exclusive" else {"exclusive", "managed"}
+        kinds = FINDING_KINDS[:FINDING_KINDS.index(level) + 1]
         n = int((findings["kind"].isin(kinds) & findings["allowed_by"].isna()).sum())
     if isinstance(report, Report) and level == "managed":
         n += int(report.summary.get("unknown_device_writes") or 0)
-    if isinstance(report, Report):
-        n += int(report.summary.get("doe_collisions") or 0)
     return n

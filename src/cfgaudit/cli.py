@@ -458,7 +458,7 @@ def _printer(verbose: bool, err: bool) -> Callable[[cfgaudit.LiveBatch], None]:
         for w in b.warnings:
             click.echo(f"Warning: {w}", err=True)
         for n in b.notices:
-            click.echo(notice_line(n.pid, n.comm, n.what), err=err)
+            click.echo(notice_line(n.pid, n.comm, n.what, n.kind), err=err)
         if verbose and b.events.num_rows:
             hit = set(b.findings["event_index"].tolist()) if not b.findings.empty else set()
             rows = [e for i, e in enumerate(b.events.to_pylist()) if b.base + i not in hit]
@@ -569,8 +569,8 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
         why = [f"writes into owned bytes at or above '{fail_on}'"] if cfgaudit.failing(rep.findings, fail_on) else []
         if fail_on == "managed" and rep.summary.get("unknown_device_writes"):
             why.append("writes to devices not in the sources")
-        if rep.summary.get("doe_collisions"):
-            why.append("writes into a DOE mailbox during the kernel's own exchange")
+        if rep.summary.get("collision_events"):
+            why.append("collisions with the kernel's own DOE exchanges")
         click.echo(f"cfgaudit: FAIL: {'; '.join(why)}", err=True)
         return 1
     if rep.summary.get("record_error"):  # no conflict seen, but the trace asked for is incomplete

@@ -21,8 +21,9 @@ EXIT_CODES: tuple[tuple[str, str, str], ...] = (
      "`-d`); `cfgaudit run`: see CMD's code below"),
     (str(EXIT_FINDINGS), "findings", "writes into owned bytes at or above the gate level (`check` and `run`: "
      "`--fail-on`, default `exclusive`; `analyze` and `replay`: `managed`); at `managed`, writes to devices the "
-     "sources do not have count too; at every level, writes into a DOE mailbox during the kernel's own exchange "
-     "(collisions; `--fail-on collision`: those alone)"),
+     "sources do not have count too; at every level, collisions (findings of kind `collision`: a write into a DOE "
+     "mailbox during the kernel's own exchange, or the kernel starting one during a user's request; `--fail-on "
+     "collision`: those alone)"),
     (str(EXIT_ERROR), "error", "bad input (`Error: FILE[:LINE]: ...`), bad usage, a live backend that cannot run "
      "here, an output that cannot be written (disk full: what was recorded stays valid)"),
     (str(EXIT_INTERNAL), "internal error", "a bug in cfgaudit: one `Error: internal error at FILE:LINE: ...` "

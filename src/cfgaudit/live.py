@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .analyze import Analyzer
-from .analyze.findings import empty_findings
+from .analyze.findings import empty_findings, findings_frame
 from .audit import build_report
 from .errors import OutputError, UsageError
 from .files import check_output
@@ -386,6 +386,9 @@ class LiveRun:
         meta = {"traces": [self.cfg.output] if self.cfg.output else [], "kernel": str(self.registry.kernel),
                 "iomem_relaxed": self.registry.iomem_relaxed, "host": self.header.get("host"),
                 "backend": self.header.get("backend"), "doe_exchanges": self.header.get("doe_exchanges")}
+        rest = self.analyzer.finish()  # findings held for a kernel DOE exchange's end the run did not see
+        if rest is not None:
+            self.parts.append(findings_frame(rest))
         parts = self.parts
         frames = (lambda: load_pandas().concat(parts, ignore_index=True)) if parts else None
         rep = build_report(self.analyzer, self.registry, frames, dict(self.analyzer.counts, lost=lost, skipped=0), meta)

@@ -4,8 +4,10 @@ A requester writes a data object dword by dword into the write data mailbox, the
 control register (or ABORT to discard it); a write to the read data mailbox acknowledges one
 response dword (PCIe Base 6.0 sec 6.30, 7.9.24). The decoder is vectorised: per mailbox, the
 writes of a chunk are cut into segments at each GO/ABORT, and segment arithmetic gives each
-write the dwords written so far. The object being written when a chunk ends carries over to the
-next chunk. Writes whose data is missing or not lower-case hex count as "no data in the trace".
+write the dwords written so far. The kernel's own start of an exchange on the mailbox (a
+``doe_start`` event: its GO sends whatever the user had written with its request) ends a segment
+too. The object being written when a chunk ends carries over to the next chunk. Writes whose data
+is missing or not lower-case hex count as "no data in the trace".
 Offsets are bytes; offsets inside a mailbox are relative to the capability.
 """
 from __future__ import annotations
@@ -44,13 +46,14 @@ _EMPTY = np.empty(0, np.int64)
 @dataclass
 class Mailbox:
     """One DOE mailbox: device, capability offset (bytes), the owner of the bytes (for sentences),
-    and the dwords of the data object being written."""
+    the dwords of the data object being written and who wrote the last of them (pid, comm)."""
 
     bdf: str
     cap: int
     owner: str
     code: int  # device code in the region index
     dwords: list[int] = field(default_factory=list)
+    writer: tuple[str, str] | None = None
 
 
 def _overlaps(mb: Mailbox, offset: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -112,6 +115,23 @@ class DoeDecoder:
                                   and r.kind != "user"), "no one's")
                     if all((m.bdf, m.cap) != (v.cs.bdf, c.offset) for m in self.mailboxes):
                         self.mailboxes.append(Mailbox(v.cs.bdf, c.offset, owner, index.dev_code[v.cs.bdf]))
+        self._starts: dict[int, np.ndarray] = {}  # id(mailbox) -> chunk rows of the kernel's starts on it
+        self._decoded: set[int] = set()  # id(mailbox) of those whose writes this chunk were decoded
+
+    def kernel_starts(self, starts: dict[int, np.ndarray]) -> None:
+        """The chunk's kernel starts per mailbox (``id(mailbox)`` -> chunk rows, ascending): each
+        ends the object in progress (call before :meth:`decode`, then :meth:`end_chunk`)."""
+        self._starts = starts
+        self._decoded = set()
+
+    def end_chunk(self) -> None:
+        """After the chunk: a mailbox the kernel started an exchange on and the user wrote no
+        request dword into after that has no object in progress."""
+        for mb in self.mailboxes:
+            if id(mb) in self._starts and id(mb) not in self._decoded:
+                mb.dwords = []
+        self._starts = {}
+        self._decoded = set()
 
     def rows(self, sel: np.ndarray, dev: np.ndarray, offset: np.ndarray, size: np.ndarray,
              is_write: np.ndarray) -> np.ndarray:
@@ -159,11 +179,14 @@ class DoeDecoder:
         is_abort = is_ctl & ((v & PCI_DOE_CTRL_ABORT) != 0)
         is_go = is_ctl & ~is_abort & ((v & PCI_DOE_CTRL_GO) != 0)
         is_clear = is_abort | is_go
-        # segments between clears; dwords in a segment = carried (first segment) + appends so far
-        seg = np.cumsum(is_clear) - is_clear
+        # segments between clears (a GO or ABORT ends one after it, a kernel start before the next
+        # write); dwords in a segment = carried (first segment) + appends so far
+        starts = self._starts.get(id(mb), _EMPTY)
+        seg = np.cumsum(is_clear) - is_clear + np.searchsorted(starts, rows)
         app_cum = np.cumsum(is_app)
         clear_at = np.flatnonzero(is_clear)
-        seg_base = np.concatenate(([0], app_cum[clear_at]))
+        bounds = np.sort(np.concatenate([app_cum[clear_at], np.searchsorted(rows[is_app], starts)]))
+        seg_base = np.concatenate(([0], bounds))
         carry = list(mb.dwords)
         c0 = len(carry)
         count = app_cum - seg_base[seg] + np.where(seg == 0, c0, 0)  # dwords in the object after this row
@@ -214,11 +237,15 @@ class DoeDecoder:
         if other.any():
             out.append((rows[other], _join([*who.of(other), ") wrote DOE register +",
                                             _REL_HEX.take(pa.array(rel[other])), f" of {owner}'s mailbox"])))
-        # the object being written when the chunk ends
-        if clear_at.size:
-            mb.dwords = [int(x) for x in app_val[app_seg == clear_at.size]]
+        # the object being written when the chunk ends, and who wrote its last dword
+        if is_app.any():
+            last = int(np.flatnonzero(is_app)[-1])
+            mb.writer = (str(who.pid[last].as_py()), str(who.comm[last].as_py()))
+        if bounds.size:
+            mb.dwords = [int(x) for x in app_val[app_seg == bounds.size]]
         else:
             mb.dwords = carry + [int(x) for x in app_val]
+        self._decoded.add(id(mb))  # the state above counts the kernel's starts
         return out
 
 

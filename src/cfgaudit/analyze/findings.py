@@ -1,7 +1,11 @@
 """THE findings schema: one field table, beside :data:`cfgaudit.events.FIELDS`.
 
 A finding is one (write, region) pair: the write's event fields, the region it overlaps, and
-the kernel's own verdict on the write. From :data:`FINDING_FIELDS` come :data:`FINDING_COLUMNS`
+the kernel's own verdict on the write. A *collision* (kind ``collision``, :mod:`.collisions`) is a
+write into a DOE mailbox while the kernel's own exchange on it is in flight, or the kernel's start
+of an exchange (a ``doe_start`` event row) while a user's request is in progress there: its row
+replaces the write's rows of the regions that overlap the mailbox (one row with no region when
+none does). From :data:`FINDING_FIELDS` come :data:`FINDING_COLUMNS`
 (name -> pandas dtype, in output order), :func:`findings_schema` (the Arrow types),
 :func:`empty_findings`, :func:`assemble` (the Arrow table :meth:`Analyzer.feed_arrow` returns)
 and :func:`findings_frame` (that table as a DataFrame). :data:`SEVERITY` maps a region kind to
@@ -25,8 +29,8 @@ from ..regions.registry import KINDS
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FindingField", "FINDING_FIELDS", "FINDING_COLUMNS", "SEVERITY", "SEVERITY_LEVELS", "RowValues",
-           "assemble", "empty_findings", "findings_frame", "findings_schema", "severity_column"]
+__all__ = ["FindingField", "FINDING_FIELDS", "FINDING_COLUMNS", "FINDING_KINDS", "SEVERITY", "SEVERITY_LEVELS",
+           "RowValues", "assemble", "empty_findings", "findings_frame", "findings_schema", "severity_column"]
 
 _EVENT_ARROW = {f.name: f.arrow for f in EVENT_FIELDS}
 
@@ -38,7 +42,8 @@ class FindingField:
 
     ``origin``: ``event`` (copied from the write's event row), ``region`` (the region it overlaps),
     ``kernel`` (the kernel's verdict model), ``known`` (bytes known before the write), ``doe``
-    (the DOE decoder), ``trace`` (position in the trace).
+    (the DOE decoder), ``trace`` (position in the trace), ``collision`` (the kernel's DOE exchange a
+    collision is with: :mod:`.collisions`).
     """
 
     name: str
@@ -65,10 +70,12 @@ FINDING_FIELDS: tuple[FindingField, ...] = (
     _event("data", "string", "hex of the bytes written, file order"),
     _event("via", "string", "sysfs | procfs | vfio | ioport | devmem | unknown"),
     _event("ret", "Int64", "bytes done or -errno"),
-    FindingField("region_start", pa.int64(), "int64", "region", "first byte of the region, bytes"),
-    FindingField("region_length", pa.int64(), "int64", "region", "length of the region, bytes"),
+    FindingField("region_start", pa.int64(), "Int64", "region",
+                 "first byte of the region, bytes (empty: a collision in a mailbox no region covers)"),
+    FindingField("region_length", pa.int64(), "Int64", "region", "length of the region, bytes"),
     FindingField("owner", pa.string(), "string", "region", "driver or tool owning the region"),
-    FindingField("kind", pa.string(), "string", "region", "exclusive | managed | user"),
+    FindingField("kind", pa.string(), "string", "region",
+                 "collision | exclusive | managed | user (collision: see the kernel_* columns)"),
     FindingField("capability", pa.string(), "string", "region", "capability the region lies in"),
     FindingField("rule", pa.string(), "string", "region", "ownership rule (or claim) that made the region"),
     FindingField("source", pa.string(), "string", "region", "kernel source the rule models"),
@@ -77,10 +84,21 @@ FINDING_FIELDS: tuple[FindingField, ...] = (
     FindingField("kernel_message", pa.string(), "string", "kernel", "that warning, as dmesg would show it"),
     FindingField("allowed_by", pa.string(), "string", "region",
                  "a user region covering the write (then not a finding to fail on)"),
-    FindingField("severity", pa.string(), "string", "region", "error (exclusive) | warning (managed) | note (allowed)"),
+    FindingField("severity", pa.string(), "string", "region",
+                 "error (collision, exclusive) | warning (managed) | note (allowed)"),
     FindingField("old_value", pa.string(), "string", "known", "hex of the bytes before the write, when known"),
     FindingField("changed_bits", pa.string(), "string", "known", "hex mask of the bits the write changed, when known"),
     FindingField("doe", pa.string(), "string", "doe", "DOE protocol sense for writes into a DOE mailbox"),
+    FindingField("collision", pa.string(), "string", "collision",
+                 "kind collision: what the write does to the kernel's DOE exchange (or what the kernel's start "
+                 "does to the user's request), and how the kernel's exchange ended"),
+    FindingField("kernel_protocol", pa.string(), "string", "collision",
+                 "kind collision: the kernel exchange's data object protocol, e.g. CXL table access (CDAT)"),
+    FindingField("kernel_exchange", pa.int64(), "Int64", "collision",
+                 "kind collision: event_index of the kernel exchange's doe_start event"),
+    FindingField("kernel_ret", pa.int64(), "Int64", "collision",
+                 "kind collision: the kernel exchange's result (its doe_end's ret: bytes received or -errno); "
+                 "empty when the trace does not show its end"),
     FindingField("verdict_note", pa.string(), "string", "kernel",
                  "caveats on the kernel verdict for this release/path"),
     FindingField("event_index", pa.int64(), "int64", "trace", "position of the write in the trace (0-based)"),
@@ -88,13 +106,16 @@ FINDING_FIELDS: tuple[FindingField, ...] = (
 
 # Column -> pandas dtype, in output order.
 FINDING_COLUMNS: dict[str, str] = {f.name: f.pandas for f in FINDING_FIELDS}
-# Region kind -> severity of its findings; a finding inside a user region is a "note".
-SEVERITY: dict[str, str] = {"exclusive": "error", "managed": "warning", "user": "note"}
+# Finding kind -> severity; a finding inside a user region is a "note" (a collision never is).
+SEVERITY: dict[str, str] = {"collision": "error", "exclusive": "error", "managed": "warning", "user": "note"}
+# The kinds of findings, strictest first: collision ranks above exclusive everywhere.
+FINDING_KINDS: tuple[str, ...] = ("collision", *KINDS)
 SEVERITY_LEVELS: tuple[str, ...] = ("error", "warning", "note")
 _NAMES = list(FINDING_COLUMNS)
 _SEV_DICT = pa.array(SEVERITY_LEVELS, type=pa.string())
 _SEV_OF_KIND = np.array([SEVERITY_LEVELS.index(SEVERITY[k]) for k in KINDS], dtype=np.int32)  # by kind code
 _NOTE = SEVERITY_LEVELS.index("note")
+_ERROR = SEVERITY_LEVELS.index("error")
 
 
 def findings_schema() -> pa.Schema:
@@ -121,11 +142,15 @@ def findings_frame(f: pa.Table) -> pd.DataFrame:
     return df.astype({c: tp for c, tp in FINDING_COLUMNS.items()})[_NAMES].reset_index(drop=True)
 
 
-def severity_column(kind_codes: np.ndarray, allowed: np.ndarray) -> pa.DictionaryArray:
+def severity_column(kind_codes: np.ndarray, allowed: np.ndarray,
+                    collision: np.ndarray | None = None) -> pa.DictionaryArray:
     """Severity per finding from its region's kind code (index into ``regions.registry.KINDS``);
-    ``allowed[j]``: finding ``j`` lies in a user region, which makes it a note."""
+    ``allowed[j]``: finding ``j`` lies in a user region, which makes it a note; ``collision[j]``:
+    finding ``j`` is a collision (an error, whatever the region)."""
     sev = _SEV_OF_KIND[kind_codes]
     sev[allowed] = _NOTE
+    if collision is not None:
+        sev[collision] = _ERROR
     return pa.DictionaryArray.from_arrays(pa.array(sev), _SEV_DICT)
 
 

@@ -51,9 +51,14 @@ class RegionIndex:
         self.end = np.array([min(r.end, MAX_OFF + MAX_SIZE) for r in rs], dtype=np.int64)
         self.length = np.array([r.length for r in rs], dtype=np.int64)
         self.kind = np.array([KIND_CODE[r.kind] for r in rs], dtype=np.int8)
+        # per region, then the same regions as the regions of collision findings (kind "collision"),
+        # then one for a collision that overlaps no region (every attribute null but the kind)
+        nreg = len(rs)
         self.dictionaries: dict[str, pa.Array] = {
-            name: pa.array([getattr(r, name) for r in rs], type=pa.string()) for name in REGION_ATTRS}
-        self._start_arrow, self._length_arrow = pa.array(self.start), pa.array(self.length)
+            name: pa.array([getattr(r, name) for r in rs] * 2 + [None], type=pa.string()) for name in REGION_ATTRS}
+        self.dictionaries["kind"] = pa.array([r.kind for r in rs] + ["collision"] * (nreg + 1), type=pa.string())
+        self._start_arrow = pa.array([*self.start.tolist(), *self.start.tolist(), None], type=pa.int64())
+        self._length_arrow = pa.array([*self.length.tolist(), *self.length.tolist(), None], type=pa.int64())
         ndev = len(self.bdfs)
         self.dev_begin = np.searchsorted(self.dev, np.arange(ndev), side="left")
         self.dev_count = np.searchsorted(self.dev, np.arange(ndev), side="right") - self.dev_begin
@@ -165,11 +170,17 @@ class RegionIndex:
             has |= m
         return out, has
 
-    def region_columns(self, rows_reg: np.ndarray) -> dict[str, pa.Array]:
-        """The region columns of the findings for the regions ``rows_reg`` (indices into the index):
-        ``region_start``, ``region_length`` (bytes) and :data:`REGION_ATTRS`, all dictionary-encoded
-        over one index array (a CSV writer renders each region's fields once)."""
-        ri = pa.array(rows_reg.astype(np.int32))
+    def region_columns(self, rows_reg: np.ndarray, collision: np.ndarray | None = None) -> dict[str, pa.Array]:
+        """The region columns of the findings for the regions ``rows_reg`` (indices into the index;
+        -1: none, for a collision only): ``region_start``, ``region_length`` (bytes) and
+        :data:`REGION_ATTRS`, all dictionary-encoded over one index array (a CSV writer renders each
+        region's fields once). ``collision[j]``: finding ``j`` is a collision (kind ``collision``,
+        the region's other attributes as they are)."""
+        codes = rows_reg.astype(np.int32)
+        if collision is not None and collision.any():
+            nreg = self.start.size
+            codes = np.where(collision, np.where(rows_reg >= 0, codes + nreg, 2 * nreg), codes).astype(np.int32)
+        ri = pa.array(codes)
         cols: dict[str, pa.Array] = {"region_start": pa.DictionaryArray.from_arrays(ri, self._start_arrow),
                                      "region_length": pa.DictionaryArray.from_arrays(ri, self._length_arrow)}
         for name in REGION_ATTRS:

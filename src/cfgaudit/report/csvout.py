@@ -145,7 +145,7 @@ def header_line(columns: Sequence[str]) -> str:
 
 class CsvSink:
     """Writes findings tables to a text stream as CSV rows; counts rows and failing findings
-    (kind exclusive or managed, not allowed by a user claim).
+    (kind collision, exclusive or managed, not allowed by a user claim).
 
     With ``header`` (column names), the header record is written first, at construction (it
     is there even when no findings follow). With ``background``, the text is made and written
@@ -216,7 +216,7 @@ class CsvSink:
 
 def _failing(f: pa.Table) -> int:
     kind = f.column("kind").combine_chunks()
-    vs = pa.array(["exclusive", "managed"])
+    vs = pa.array(["collision", "exclusive", "managed"])
     if pa.types.is_dictionary(kind.type):
         hit = pc.is_in(kind.dictionary, value_set=vs).to_numpy(zero_copy_only=False)
         idx = kind.indices.to_numpy(zero_copy_only=False)

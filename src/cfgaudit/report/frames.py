@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..analyze.findings import FINDING_COLUMNS, SEVERITY, empty_findings
+from ..analyze.findings import FINDING_COLUMNS, FINDING_KINDS, SEVERITY, empty_findings
 from ..ondemand import load_pandas
 
 if TYPE_CHECKING:
@@ -72,14 +72,16 @@ class Report:
 
 
 def by_device(f: pd.DataFrame) -> pd.DataFrame:
-    """Per device: findings, distinct writes, exclusive/managed counts, writes the kernel taints on."""
+    """Per device: findings, distinct writes, collision/exclusive/managed counts, writes the kernel taints on."""
     pd = load_pandas()
     if f.empty:
-        return pd.DataFrame(columns=["bdf", "findings", "writes", "exclusive", "managed", "tainting_writes"])
+        return pd.DataFrame(columns=["bdf", "findings", "writes", "collision", "exclusive", "managed",
+                                     "tainting_writes"])
     g = f.groupby("bdf", sort=True)
     out = pd.DataFrame({
         "findings": g.size(),
         "writes": g["event_index"].nunique(),
+        "collision": g["kind"].apply(lambda s: int((s == "collision").sum())),
         "exclusive": g["kind"].apply(lambda s: int((s == "exclusive").sum())),
         "managed": g["kind"].apply(lambda s: int((s == "managed").sum())),
         "tainting_writes": f[f["kernel_taints"]].groupby("bdf")["event_index"].nunique(),
@@ -99,17 +101,21 @@ def by_region(f: pd.DataFrame) -> pd.DataFrame:
 
 
 def by_process(f: pd.DataFrame) -> pd.DataFrame:
-    """Per (pid, comm): writes with findings, devices touched, and how many the kernel taints on."""
+    """Per (pid, comm): writes with findings, devices touched, how many collided (or, for the
+    kernel's context, started an exchange during a user's request), how many hit exclusive
+    ranges, and how many the kernel taints on."""
     pd = load_pandas()
     cols = ["pid", "comm"]
     if f.empty:
-        return pd.DataFrame(columns=cols + ["writes", "devices", "exclusive", "tainting_writes"])
+        return pd.DataFrame(columns=cols + ["writes", "devices", "collision", "exclusive", "tainting_writes"])
     g = f.groupby(cols, sort=True)
     out = g.agg(writes=("event_index", "nunique"), devices=("bdf", "nunique")).reset_index()
+    co = f[f["kind"] == "collision"].groupby(cols)["event_index"].nunique().rename("collision")
     ex = f[f["kind"] == "exclusive"].groupby(cols)["event_index"].nunique().rename("exclusive")
     tw = f[f["kernel_taints"]].groupby(cols)["event_index"].nunique().rename("tainting_writes")
-    out = out.merge(ex, on=cols, how="left").merge(tw, on=cols, how="left")
-    out[["exclusive", "tainting_writes"]] = out[["exclusive", "tainting_writes"]].fillna(0).astype("int64")
+    out = out.merge(co, on=cols, how="left").merge(ex, on=cols, how="left").merge(tw, on=cols, how="left")
+    num = ["collision", "exclusive", "tainting_writes"]
+    out[num] = out[num].fillna(0).astype("int64")
     return out
 
 
@@ -131,10 +137,12 @@ def by_time(f: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
 
 def summarize(f: pd.DataFrame | None, counts: dict[str, int]) -> dict[str, Any]:
     """The ``summary`` object: trace counts (``counts``: events, writes, reads, lost, skipped)
-    plus findings by kind and the kernel's verdicts. ``f`` may be ``None``: no findings."""
+    plus findings by kind (:data:`FINDING_KINDS`, strictest first), the events with a collision
+    finding (``collision_events``: user writes and kernel starts) and the kernel's verdicts.
+    ``f`` may be ``None``: no findings."""
     if f is None or f.empty:
         return {**counts, "findings": 0, "writes_with_findings": 0,
-                "by_kind": {k: 0 for k in ("exclusive", "managed", "user")}, "exclusive_writes": 0,
+                "by_kind": {k: 0 for k in FINDING_KINDS}, "collision_events": 0, "exclusive_writes": 0,
                 "managed_writes": 0, "allowed": 0, "kernel_taints": 0, "kernel_logs": 0, "devices": [],
                 "processes": []}
     kinds = f["kind"].value_counts().to_dict() if not f.empty else {}
@@ -143,7 +151,8 @@ def summarize(f: pd.DataFrame | None, counts: dict[str, int]) -> dict[str, Any]:
         **counts,
         "findings": int(len(f)),
         "writes_with_findings": int(f["event_index"].nunique()) if not f.empty else 0,
-        "by_kind": {k: int(kinds.get(k, 0)) for k in ("exclusive", "managed", "user")},
+        "by_kind": {k: int(kinds.get(k, 0)) for k in FINDING_KINDS},
+        "collision_events": int(f[f["kind"] == "collision"]["event_index"].nunique()),
         "exclusive_writes": int(failing[failing["kind"] == "exclusive"]["event_index"].nunique()) if not f.empty else 0,
         "managed_writes": int(failing[failing["kind"] == "managed"]["event_index"].nunique()) if not f.empty else 0,
         "allowed": int(f["allowed_by"].notna().sum()) if not f.empty else 0,

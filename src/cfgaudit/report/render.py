@@ -31,13 +31,19 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import UsageError
-from ..pci_regs import DOE_PROTOCOLS
 from .csvout import CsvSink
 from .frames import FINDING_COLUMNS, SEVERITY, Report, by_device, by_process, by_region, by_time
 from .jsonout import JsonSink
 from .listing import Column, render_listing
+from .live import (
+    NOTICES_SHOWN,
+    notice_summary_lines,
+    unknown_device_line,
+    unknown_device_lines,
+    unknown_device_total,
+    value_text,
+)
 from .live import printable as _printable
-from .live import unknown_device_line, unknown_device_lines, unknown_device_total, value_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +55,10 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 KIND_COLORS = {"exclusive": "#d9534f", "managed": "#f0ad4e", "user": "#4a86e8"}
 _OTHER_COLOR = "#999999"
 UNKNOWN_DEVICE_RULE = "unknown-device"  # the SARIF rule id (and JUnit failure type) of writes to unknown devices
+COLLISION_RULE = "doe-collision"  # the SARIF rule id of findings of kind collision
+FAILING_KINDS = ("collision", "exclusive", "managed")  # kinds of findings that fail (when not allowed)
+BLIND_NOTE = ("collision detection needs the kernel backend: the syscalls backend does not record the kernel's "
+              "own DOE exchanges")
 _ELLIPSIS = "\u2026"
 
 
@@ -59,8 +69,8 @@ class FindingsSink(Protocol):
     columns of :data:`FINDING_COLUMNS` in order, string columns possibly dictionary-encoded),
     then :meth:`close` once (which flushes and raises any deferred error; ``out`` stays open).
     Anything the format needs before the first finding (CSV's header record) is written when
-    the sink is made. ``rows``: findings written; ``failing``: findings of kind exclusive or
-    managed not allowed by a user claim.
+    the sink is made. ``rows``: findings written; ``failing``: findings of kind collision,
+    exclusive or managed not allowed by a user claim.
     """
 
     rows: int
@@ -192,7 +202,16 @@ def finding_message(row: dict[str, Any]) -> str:
 
     Raw field text is kept (no escaping); each format escapes it its own way.
     """
-    verb = "read" if _text(row.get("op"), "write") == "read" else "wrote"
+    op = _text(row.get("op"), "write")
+    if _text(row.get("kind"), "") == "collision":
+        if op == "doe_start":  # the kernel started an exchange during a user's request
+            return (f"COLLISION on the DOE mailbox at {_hex(row.get('offset'))} of {_text(row.get('bdf'), '?')}: "
+                    f"{_text(row.get('collision'), '?')}")
+        return (f"pid {_text(row.get('pid'), '?')} ({_text(row.get('comm'), '?')}) wrote "
+                f"{_plural(_int(row.get('size')), 'byte')} at {_hex(row.get('offset'))} of "
+                f"{_text(row.get('bdf'), '?')} via {_text(row.get('via'), 'unknown')}: COLLISION: it "
+                f"{_text(row.get('collision'), '?')}")
+    verb = "read" if op == "read" else "wrote"
     size = _int(row.get("size"))
     msg = (f"pid {_text(row.get('pid'), '?')} ({_text(row.get('comm'), '?')}) {verb} "
            f"{_plural(size, 'byte')} at {_hex(row.get('offset'))} of "
@@ -222,6 +241,11 @@ def _meta_text(meta: dict[str, Any]) -> str:
     return out
 
 
+def _blind(meta: dict[str, Any]) -> str | None:
+    """:data:`BLIND_NOTE` for a trace of the syscalls backend (it cannot show collisions), else None."""
+    return BLIND_NOTE if _text(meta.get("backend"), "") == "syscalls" else None
+
+
 def _traces(meta: dict[str, Any]) -> list[str]:
     t = _plain(meta.get("traces"))
     if t is None:
@@ -231,11 +255,11 @@ def _traces(meta: dict[str, Any]) -> list[str]:
 
 def _summary_counts(summary: dict[str, Any]) -> dict[str, int]:
     """The integer counts of ``summary`` with every missing key as 0."""
-    keys = ("events", "writes", "reads", "lost", "skipped", "findings", "exclusive_writes",
+    keys = ("events", "writes", "reads", "lost", "skipped", "findings", "collision_events", "exclusive_writes",
             "managed_writes", "allowed", "kernel_taints", "kernel_logs")
     out = {k: _int(summary.get(k, 0)) for k in keys}
     kinds = summary.get("by_kind") or {}
-    for k in ("exclusive", "managed", "user"):
+    for k in ("collision", "exclusive", "managed", "user"):
         out[f"kind_{k}"] = _int(kinds.get(k, 0))
     return out
 
@@ -244,8 +268,8 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     """Totals as short sentences (each well under :data:`TABLE_WIDTH`)."""
     c = _summary_counts(summary)
     lines = [
-        f"{c['findings']} findings ({c['kind_exclusive']} exclusive, {c['kind_managed']} managed, "
-        f"{c['kind_user']} user), {c['allowed']} allowed",
+        f"{c['findings']} findings ({c['kind_collision']} collision, {c['kind_exclusive']} exclusive, "
+        f"{c['kind_managed']} managed, {c['kind_user']} user), {c['allowed']} allowed",
         f"writes not allowed: {c['exclusive_writes']} into exclusive ranges, "
         f"{c['managed_writes']} into managed ranges",
         f"the kernel would taint on {c['kernel_taints']} writes and log on {c['kernel_logs']}",
@@ -261,39 +285,27 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     unknown = unknown_device_total(summary)
     if unknown:
         lines.append(unknown)
+    lines += notice_summary_lines(summary, NOTICES_SHOWN)  # unmediated access; paths not followed
     return lines
 
 
-COLLISIONS_SHOWN = 5  # colliding writes described in the totals (all are counted)
-
-
 def _collision_lines(summary: dict[str, Any]) -> list[str]:
-    """The writes into a DOE mailbox while the kernel's own exchange was in flight: a count
-    (they fail the gate at every level but never) and the first :data:`COLLISIONS_SHOWN`, each naming the
-    kernel's exchange (its context and protocol)."""
-    n = _int(summary.get("doe_collisions", 0))
+    """The collisions with the kernel's own DOE exchanges (findings of kind collision, listed with
+    the findings; they fail the gate at every level but never), or, in a trace that records none of
+    the kernel's exchanges, that they were not visible."""
+    n = _int(summary.get("collision_events", 0))
     mailbox_writes = _int(summary.get("doe_mailbox_writes", 0))
-    if not n and mailbox_writes and not _int(summary.get("kernel_doe_exchanges", 0)):
+    visible = summary.get("collisions_visible")
+    if visible is None:  # a summary from before the key: the kernel's exchanges in the trace say
+        visible = bool(_int(summary.get("kernel_doe_exchanges", 0)))
+    if not n and mailbox_writes and not visible:
         return [f"{_plural(mailbox_writes, 'write')} into DOE mailboxes: whether any collided with the kernel's own "
                 "DOE exchanges is not visible, the trace records none of them (no claim of no collision)"]
     if not n:
         return []
-    out = [f"COLLISION: {_plural(n, 'write')} into a DOE mailbox while the kernel's own exchange on it was in "
-           "flight (the kernel's exchange is aborted or corrupted; it does not say so)"]
-    for w in (summary.get("doe_collision_writes") or [])[:COLLISIONS_SHOWN]:
-        k = w.get("kernel") or {}
-        proto = None
-        if k.get("doe_vendor") is not None and k.get("doe_type") is not None:
-            vt = (_int(k["doe_vendor"]), _int(k["doe_type"]))
-            proto = DOE_PROTOCOLS.get(vt, f"vendor {vt[0]:#06x} type {vt[1]:#x}")
-        out.append(_printable(
-            f"  pid {_text(w.get('pid'))} ({_text(w.get('comm'))}) wrote {_text(w.get('size'))} bytes at "
-            f"{_hex(w.get('offset'))} of {_text(w.get('bdf'))} during the kernel's "
-            f"{proto or 'unknown-protocol'} exchange (pid {_text(k.get('pid'))} {_text(k.get('comm'))}, "
-            f"event {_text(k.get('event_index'))})"))
-    if n > COLLISIONS_SHOWN:
-        out.append(f"  ... and {n - COLLISIONS_SHOWN} more")
-    return out
+    return [f"COLLISION: {n} event{'' if n == 1 else 's'} where user space and the kernel's own DOE exchange met "
+            "on one mailbox (findings of kind collision: the kernel's exchange is aborted or corrupted, and the "
+            "kernel does not say so)"]
 
 
 def _unknown_devices(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -339,6 +351,8 @@ _TABLE_KEYS = ("TIME", "PID", "COMM", "BDF", "OFF", "SZ", "VALUE", "KIND", "OWNE
 def _notes(row: dict[str, Any]) -> list[str]:
     """Continuation notes of a finding: DOE sense, the kernel's message, allowance."""
     out = []
+    if not _missing(row.get("collision")):
+        out.append(f"COLLISION: {_text(row.get('collision'))}")
     if not _missing(row.get("doe")):
         out.append(f"doe: {_text(row.get('doe'))}")
     if not _missing(row.get("kernel_message")):
@@ -398,7 +412,7 @@ def _summary_tables(findings: pd.DataFrame) -> list[_SummaryTable]:
     return [
         _SummaryTable("By device", (
             Column("bdf", "BDF", s), Column("findings", "FINDINGS", s), Column("writes", "WRITES", s),
-            Column("exclusive", "EXCLUSIVE", s), Column("managed", "MANAGED", s),
+            Column("collision", "COLLISION", s), Column("exclusive", "EXCLUSIVE", s), Column("managed", "MANAGED", s),
             Column("tainting_writes", "TAINTING", s)), _records(by_device(findings))),
         _SummaryTable("By region", (
             Column("bdf", "BDF", s), Column("range", "RANGE", s), Column("kind", "KIND", s),
@@ -406,7 +420,7 @@ def _summary_tables(findings: pd.DataFrame) -> list[_SummaryTable]:
             Column("owner", "OWNER", s)), regions),
         _SummaryTable("By process", (
             Column("pid", "PID", s), Column("comm", "COMM", s), Column("writes", "WRITES", s),
-            Column("devices", "DEVICES", s), Column("exclusive", "EXCLUSIVE", s),
+            Column("devices", "DEVICES", s), Column("collision", "COLLISION", s), Column("exclusive", "EXCLUSIVE", s),
             Column("tainting_writes", "TAINTING", s)), _records(by_process(findings))),
     ]
 
@@ -435,6 +449,9 @@ def _render_table(report: Report) -> str:
     traces = _traces(meta)
     if traces:
         lines.append(_clip(_printable("traces: " + ", ".join(traces)), width))
+    blind = _blind(meta)
+    if blind:
+        lines += textwrap.wrap("note: " + blind, width, subsequent_indent="  ")
     lines.append("")
     rows = _display_rows(report.findings) if report.n_findings else []
     if not rows:
@@ -556,6 +573,9 @@ def _render_markdown(report: Report) -> str:
     traces = _traces(meta)
     if traces:
         lines[-1] += "; traces: " + ", ".join(_md(t) for t in traces)
+    blind = _blind(meta)
+    if blind:
+        lines += ["", _md("Note: " + blind)]
     lines += ["", "## Summary", ""] + [f"- {_md(s)}" for s in _summary_lines(report.summary or {})]
     rows = _display_rows(report.findings)
     lines += ["", "## Findings", ""]
@@ -683,6 +703,9 @@ def _render_html(report: Report) -> str:
     traces = _traces(meta)
     if traces:
         parts.append('<p class="meta">traces: ' + ", ".join(f"<code>{_e(t)}</code>" for t in traces) + "</p>")
+    blind = _blind(meta)
+    if blind:
+        parts.append(f'<p class="meta">note: {_e(blind)}</p>')
     parts += ["<h2>Summary</h2>", "<ul>"] + [f"<li>{_e(s)}</li>" for s in _summary_lines(report.summary or {})]
     parts.append("</ul>")
     rows = _display_rows(f)
@@ -747,6 +770,8 @@ def _render_github(report: Report) -> str:
 
 
 def _rule_id(row: dict[str, Any]) -> str:
+    if _text(row.get("kind"), "") == "collision":
+        return COLLISION_RULE
     return _text(row.get("rule"), "unknown-rule")
 
 
@@ -777,9 +802,15 @@ def _sarif_document(report: Report) -> dict[str, Any]:
                 "defaultConfiguration": {"level": SEVERITY.get(kind, "note")},
                 "properties": {"kind": kind},
             }
-            if not _missing(r["source"]):
+            if kind == "collision":
+                rule["shortDescription"] = {"text": "user space and the kernel's own DOE exchange on one mailbox"}
+                rule["fullDescription"] = {"text": (
+                    "A user write into a DOE mailbox while the kernel's own exchange on it was in flight, or the "
+                    "kernel starting an exchange while a user's request was in progress: the kernel's exchange is "
+                    "aborted or corrupted (drivers/pci/doe.c), and the kernel does not say so.")}
+            elif not _missing(r["source"]):
                 rule["fullDescription"] = {"text": _text(r["source"])}
-            if not _missing(r["capability"]):
+            if not _missing(r["capability"]) and kind != "collision":
                 rule["properties"]["capability"] = _text(r["capability"])
             rules.append(rule)
         loc = _location(r)
@@ -794,7 +825,8 @@ def _sarif_document(report: Report) -> dict[str, Any]:
             "properties": {k: r[k] for k in ("pid", "tid", "comm", "ts_ns", "op", "size", "data", "via",
                                             "region_start", "region_length", "owner", "kind",
                                             "kernel_taints", "kernel_logs", "kernel_message",
-                                            "allowed_by", "doe", "verdict_note")},
+                                            "allowed_by", "doe", "collision", "kernel_protocol",
+                                            "kernel_exchange", "kernel_ret", "verdict_note")},
         }
         if _is_allowed(r):
             result["suppressions"] = [{"kind": "external", "justification": f"allowed by {_text(r['allowed_by'])}"}]
@@ -864,7 +896,7 @@ def _render_junit(report: Report) -> str:
         name = f"{_text(g['bdf'])} {_fmt_range(g['region_start'], g['region_length'])} {_text(g['owner'])}"
         case = ET.SubElement(suite, "testcase", name=_xml(name), classname=_xml(_text(g["bdf"])))
         mine = [r for r in rows if all(r[k] == g[k] for k in key)]
-        bad = [r for r in mine if not _is_allowed(r) and r["kind"] in ("exclusive", "managed")]
+        bad = [r for r in mine if not _is_allowed(r) and r["kind"] in FAILING_KINDS]
         if bad:
             failures += 1
             n = len({r["event_index"] for r in bad})

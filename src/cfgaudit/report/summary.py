@@ -39,7 +39,7 @@ __all__ = ["FindingsSummary", "BY_REGION_KEYS", "TIME_BINS"]
 BY_REGION_KEYS = ("bdf", "region_start", "region_length", "owner", "kind", "capability", "rule")
 """The group keys of :meth:`FindingsSummary.by_region`, in order."""
 TIME_BINS = 20  # bins of by_time (as frames.by_time's default)
-_KINDS = ("exclusive", "managed", "user")  # the keys of summary()["by_kind"], in order
+_KINDS = ("collision", "exclusive", "managed", "user")  # the keys of summary()["by_kind"], in order (FINDING_KINDS)
 
 
 def _column(t: pa.Table, name: str) -> pa.Array:
@@ -77,6 +77,7 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
 class _Device:
     findings: int = 0
     writes: int = 0
+    collision: int = 0
     exclusive: int = 0
     managed: int = 0
     tainting_writes: int = 0
@@ -94,6 +95,7 @@ class _Region:
 class _Process:
     writes: int = 0
     devices: set[str] = field(default_factory=set)
+    collision: int = 0
     exclusive: int = 0
     tainting_writes: int = 0
 
@@ -131,6 +133,7 @@ class FindingsSummary:
         self.findings = 0
         self.writes_with_findings = 0
         self.kinds: dict[str, int] = {}
+        self.collision_events = 0
         self.exclusive_writes = 0
         self.managed_writes = 0
         self.allowed = 0
@@ -155,16 +158,18 @@ class FindingsSummary:
         allowed_by = _column(t, "allowed_by")
         is_ex = _flag(pc.equal(kind, "exclusive"))
         is_mg = _flag(pc.equal(kind, "managed"))
+        is_co = _flag(pc.equal(kind, "collision"))
         taints = _flag(_column(t, "kernel_taints"))
         logs = _flag(_column(t, "kernel_logs"))
         free = pc.is_null(allowed_by)
-        ev_ex, ev_taint = _only(ev, is_ex), _only(ev, taints)
+        ev_ex, ev_taint, ev_co = _only(ev, is_ex), _only(ev, taints), _only(ev, is_co)
 
         self.findings += n
         self.writes_with_findings += _distinct(ev)
         for k, c in zip(*pc.value_counts(kind).flatten()):
             if k.is_valid:
                 self.kinds[k.as_py()] = self.kinds.get(k.as_py(), 0) + c.as_py()
+        self.collision_events += _distinct(ev_co)
         self.exclusive_writes += _distinct(_only(ev, pc.and_(is_ex, free)))
         self.managed_writes += _distinct(_only(ev, pc.and_(is_mg, free)))
         self.allowed += n - allowed_by.null_count
@@ -176,7 +181,8 @@ class FindingsSummary:
         pid = _column(t, "pid")
         comm = _column(t, "comm")
         g = pa.table({"bdf": bdf, "event_index": ev, "ex": is_ex.cast(pa.int64()), "mg": is_mg.cast(pa.int64()),
-                      "ev_taint": ev_taint, "ev_ex": ev_ex, "ts_ns": ts, "pid": pid, "comm": comm,
+                      "co": is_co.cast(pa.int64()), "ev_taint": ev_taint, "ev_ex": ev_ex, "ev_co": ev_co,
+                      "ts_ns": ts, "pid": pid, "comm": comm,
                       **{k: kind if k == "kind" else _column(t, k) for k in BY_REGION_KEYS[1:]}})
         self._feed_devices(g)
         self._feed_regions(g)
@@ -186,7 +192,7 @@ class FindingsSummary:
 
     def _feed_devices(self, g: pa.Table) -> None:
         agg = g.group_by("bdf", use_threads=False).aggregate([
-            ([], "count_all"), ("event_index", "count_distinct"), ("ex", "sum"), ("mg", "sum"),
+            ([], "count_all"), ("event_index", "count_distinct"), ("co", "sum"), ("ex", "sum"), ("mg", "sum"),
             ("ev_taint", "count_distinct")])
         for r in agg.to_pylist():
             if r["bdf"] is None:  # pandas' groupby drops a missing key
@@ -194,6 +200,7 @@ class FindingsSummary:
             d = self._devices.setdefault(r["bdf"], _Device())
             d.findings += r["count_all"]
             d.writes += r["event_index_count_distinct"]
+            d.collision += r["co_sum"] or 0
             d.exclusive += r["ex_sum"] or 0
             d.managed += r["mg_sum"] or 0
             d.tainting_writes += r["ev_taint_count_distinct"]
@@ -213,24 +220,26 @@ class FindingsSummary:
 
     def _feed_processes(self, g: pa.Table) -> None:
         agg = g.group_by(["pid", "comm"], use_threads=False).aggregate([
-            ("event_index", "count_distinct"), ("bdf", "distinct"), ("ev_ex", "count_distinct"),
-            ("ev_taint", "count_distinct")])
+            ("event_index", "count_distinct"), ("bdf", "distinct"), ("ev_co", "count_distinct"),
+            ("ev_ex", "count_distinct"), ("ev_taint", "count_distinct")])
         for r in agg.to_pylist():
             p = self._processes.setdefault((r["pid"], r["comm"]), _Process())
             p.writes += r["event_index_count_distinct"]
             p.devices.update(b for b in r["bdf_distinct"] if b is not None)
+            p.collision += r["ev_co_count_distinct"]
             p.exclusive += r["ev_ex_count_distinct"]
             p.tainting_writes += r["ev_taint_count_distinct"]
 
     # -- results ---------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """The findings-derived keys of ``frames.summarize``, in its order: findings,
-        writes_with_findings, by_kind, exclusive_writes, managed_writes, allowed, kernel_taints,
+        writes_with_findings, by_kind, collision_events, exclusive_writes, managed_writes, allowed, kernel_taints,
         kernel_logs, devices (sorted BDFs), processes (sorted ``"pid/comm"``)."""
         return {
             "findings": self.findings,
             "writes_with_findings": self.writes_with_findings,
             "by_kind": {k: self.kinds.get(k, 0) for k in _KINDS},
+            "collision_events": self.collision_events,
             "exclusive_writes": self.exclusive_writes,
             "managed_writes": self.managed_writes,
             "allowed": self.allowed,
@@ -246,10 +255,10 @@ class FindingsSummary:
         return {**counts, **self.summary()}
 
     def by_device(self) -> list[dict[str, Any]]:
-        """Per device (by BDF): findings, distinct writes, exclusive and managed findings, writes
-        the kernel taints on."""
-        return [{"bdf": b, "findings": d.findings, "writes": d.writes, "exclusive": d.exclusive,
-                 "managed": d.managed, "tainting_writes": d.tainting_writes}
+        """Per device (by BDF): findings, distinct writes, collision, exclusive and managed
+        findings, writes the kernel taints on."""
+        return [{"bdf": b, "findings": d.findings, "writes": d.writes, "collision": d.collision,
+                 "exclusive": d.exclusive, "managed": d.managed, "tainting_writes": d.tainting_writes}
                 for b, d in sorted(self._devices.items())]
 
     def by_region(self) -> list[dict[str, Any]]:
@@ -263,10 +272,10 @@ class FindingsSummary:
         return rows
 
     def by_process(self) -> list[dict[str, Any]]:
-        """Per (pid, comm): distinct writes, distinct devices, distinct writes into exclusive
-        regions, distinct writes the kernel taints on."""
+        """Per (pid, comm): distinct writes, distinct devices, distinct collision events, distinct
+        writes into exclusive regions, distinct writes the kernel taints on."""
         return [{"pid": pid, "comm": comm, "writes": p.writes, "devices": len(p.devices),
-                 "exclusive": p.exclusive, "tainting_writes": p.tainting_writes}
+                 "collision": p.collision, "exclusive": p.exclusive, "tainting_writes": p.tainting_writes}
                 for (pid, comm), p in sorted(self._processes.items(), key=lambda kv: _sort_key(kv[0]))
                 if pid is not None and comm is not None]  # pandas' groupby drops a missing key
 
