@@ -44,8 +44,8 @@ import tempfile
 
 from cfgaudit.audit import open_analysis, run_analysis
 
-# finding columns whose text says what a collision did (the description helper A adds; see docs/formats.md)
-COLLISION_TEXT = ("rule", "source", "capability", "owner")
+# finding columns that say what a collision did and how the kernel's exchange ended (docs/formats.md)
+COLLISION_TEXT = ("collision", "kernel_protocol", "kernel_ret")
 
 CLAIMS = """[[claim]]
 kind = "exclusive"
