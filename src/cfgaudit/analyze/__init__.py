@@ -115,8 +115,8 @@ class Analyzer:
         self.counts["writes"] += n_writes
         self.counts["reads"] += n_reads
         user_only = n_writes + n_reads == n
-        if not user_only:  # the kernel's own DOE exchanges (events.DOE_OPS): counted at their end
-            self.counts["kernel_doe_exchanges"] += int(pc.sum(pc.equal(op, "doe_end")).as_py() or 0)
+        if not user_only:  # the kernel's own DOE exchanges (events.DOE_OPS): counted at their start
+            self.counts["kernel_doe_exchanges"] += int(pc.sum(pc.equal(op, "doe_start")).as_py() or 0)
         if n == 0:
             return None
         dev, bdf_key, bdf_names = self.index.device_keys(t.column("bdf"))
