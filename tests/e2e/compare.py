@@ -11,7 +11,8 @@ steps.json, kernel.jsonl and syscalls.jsonl. A write agrees when, for both backe
     a non-tainting one while it was clear before);
   * kind == "exclusive" == the kernel's resource_is_exclusive() answer for the same write on the
     same kernel's strict boot (with iomem=relaxed the kernel answers false for everything, so
-    the region's kind is checked against the strict boot's answer);
+    the region's kind is checked against the strict boot's answer; where the kernel does not
+    check the write's path, against its answer for the same range written through sysfs);
   * the kernel backend's kernel_verdict == resource_is_exclusive()'s return (null when the kernel
     made no check, as for VFIO) and, where set, == cfgaudit's kernel_taints;
   * the kernel backend's events equal the syscall backend's (pid, tid, comm, bdf, offset, via,
@@ -206,13 +207,17 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
         if kv.get("collisions_visible") is not True:
             report.append(f"    kernel: collisions_visible={kv.get('collisions_visible')!r}, want true")
             res["other"] += 1
+    if not relaxed:  # the kernel's answers: per step (None: it made no check), per range checked via sysfs
+        for s in run["steps"]:
+            excl = any(r == 1 for r in s["rie"]) if s["rie"] else None
+            answers[s["name"]] = excl
+            if s["path"] == "sysfs" and excl is not None:
+                answers[f"sysfs {s['phase']} {s['offset']} {s['length']}"] = excl
     for s in run["steps"]:
         res["n"] += 1
         excl_k = any(r == 1 for r in s["rie"])
         taint_k = 6 in s["add_taint"]
         log_k = bool(s["dmesg"])
-        if not relaxed:
-            answers[s["name"]] = excl_k
         unseen_path = s["path"] in ("uring", "vfio")  # the syscall backend cannot see these writes
         problems = []
         if taint_k != excl_k:
@@ -242,7 +247,12 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
                 problems.append(f"{be}: taints but bit 6 is clear after the write")
             if not kt and not s["tainted_before"] & 64 and s["tainted_after"] & 64:
                 problems.append(f"{be}: no taint predicted, bit 6 went up")
+            # whether the range is exclusive: the strict kernel's answer for this write, or, where
+            # its path is not checked on this kernel (procfs before the backport), for the same
+            # range written through sysfs in the same phase
             want_x = answers.get(s["name"])
+            if want_x is None:
+                want_x = answers.get(f"sysfs {s['phase']} {s['offset']} {s['length']}")
             if want_x is not None and kx != want_x:
                 problems.append(f"{be}: kind==exclusive is {kx}, the strict kernel said {want_x}")
             if be == "kernel":
