@@ -33,14 +33,18 @@ mkdir -p "$CACHE" "$RUNS"
 
 # ---------------------------------------------------------------- kernels and packages
 export DEBIAN_FRONTEND=noninteractive
-# image package for a boot's kernel tag: an exact ABI name (6.1.0-53, 6.12.100+deb12) when apt has
-# linux-image-<tag>-amd64; for a series (6.1, 6.12): linux-image-amd64's own when it is that series
-# (6.1 on Debian 12), else the newest linux-image-<tag>.N+deb12-amd64 apt offers (6.12.x)
+# image package for a boot's kernel tag: an exact ABI name (6.1.0-53, 6.12.100+deb12) names
+# linux-image-<tag>-amd64; a series (6.1, 6.12) the package its metapackage linux-image-<tag>-amd64
+# (or linux-image-amd64, when it is of that series) depends on, else the newest
+# linux-image-<tag>.N+debNN-amd64 apt offers
 image_for() {
-	local tag=$1 dflt
-	if apt-cache show "linux-image-$tag-amd64" >/dev/null 2>&1; then echo "linux-image-$tag-amd64"; return; fi
-	dflt=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-	case "$dflt" in linux-image-"$tag".*) echo "$dflt"; return;; esac
+	local tag=$1 meta dep
+	case "$tag" in *-*|*+*) apt-cache show "linux-image-$tag-amd64" >/dev/null 2>&1 && echo "linux-image-$tag-amd64"
+		return;; esac
+	for meta in "linux-image-$tag-amd64" linux-image-amd64; do
+		dep=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+		case "$dep" in linux-image-"$tag".*) echo "$dep"; return;; esac
+	done
 	apt-cache search --names-only "^linux-image-${tag//./\\.}\.[0-9]+\+deb[0-9]+-amd64\$" 2>/dev/null |
 		awk '{print $1}' | sort -V | tail -1
 }
