@@ -69,6 +69,12 @@ CASES = {
     # the kernel's GO sends the user's dwords: a second kernel start finds no request in progress
     "reverse-once": ([uwrite(10, 0x10, "01000000"), kstart(20), kend(30), kstart(40), kend(50)],
                      [(1, "doe_start", 1, 12)]),
+    # a dword written during the kernel's exchange (a collision) is gone when it ends (the device
+    # took it, or the kernel aborted): the next kernel start finds no user request (seen in the e2e
+    # guest: the kernel's timeout abort cleared it); one written after the end is a request
+    "reverse-not-after-end": ([kstart(10), uwrite(11, 0x10, "01000000"), kend(20, -5), kstart(30), kend(40),
+                               uwrite(41, 0x10, "01000000"), kstart(50), kend(60, -5)],
+                              [(1, "write", 0, -5), (6, "doe_start", 6, -5)]),
     # the trace ends before the exchange does
     "unfinished": ([kstart(10), uwrite(11, 0x10, ZERO), uwrite(12, 0x98 - 0x90, "00", size=1)],
                    [(1, "write", 0, None), (2, "write", 0, None)]),

@@ -24,8 +24,10 @@ steps.json, kernel.jsonl and syscalls.jsonl. A write agrees when, for both backe
   * DOE (D): a write is a collision (kernel backend: a finding of kind "collision") exactly when
     it reached the device (pci_user_write_config_*() entry, tracefs) between the entry and the
     return of a doe_statemachine_work() (tracefs) — the kernel's exchange in flight; a collision
-    with an exchange that failed says so; the syscall backend's report never claims collisions
-    were checked (summary collisions_visible false).
+    with an exchange that failed says so; the other way round, the kernel's start right after a
+    user request was left in progress (D5) is a collision on that doe_start, and no other
+    doe_start is one; the syscall backend's report never claims collisions were checked (summary
+    collisions_visible false).
 The kernel's DOE exchanges: each doe_statemachine_work() call seen by tracefs while both tracers
 ran must appear once in the kernel-backend trace (doe_start within 10 ms of the entry, doe_end of
 the return, ret = doe_loop's logged result where it made the exchange).
@@ -213,6 +215,7 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
             answers[s["name"]] = excl
             if s["path"] == "sysfs" and excl is not None:
                 answers[f"sysfs {s['phase']} {s['offset']} {s['length']}"] = excl
+    expected_reverse: set[tuple] = set()
     for s in run["steps"]:
         res["n"] += 1
         excl_k = any(r == 1 for r in s["rie"])
@@ -269,6 +272,21 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
                             [(want_via, s["offset"], s["length"], s["length"])]:
                         problems.append(f"kernel: events {[(e['via'], e['offset'], e['size'], e.get('ret')) for e in evs]}, "
                                         f"want one ({want_via}, {s['offset']:#x}, {s['length']}, {s['length']})")
+            if s["phase"] == "D" and be == "kernel" and s.get("kernel_starts_next"):
+                # the other way round: the kernel's next start finds this user request in progress
+                nxt = [e for e in traces["kernel"][1] if e["op"] == "doe_start" and e["ts_ns"] > s["t1"]][:1]
+                mk = [per[be]["_model"].get((e["ts_ns"], e.get("tid")), {}) for e in nxt]
+                flagged = any(v.get("collision") for v in mk)
+                res["d"] += 1
+                res["c"] += flagged
+                expected_reverse.update((e["ts_ns"], e.get("tid")) for e in nxt)
+                if not flagged:
+                    problems.append(f"kernel: the kernel's next start ({[e['ts_ns'] for e in nxt]}) found this request "
+                                    "in progress, and no collision was flagged on it")
+                rvs = [int(m.group(1)) for m in map(RV_RE.search, s.get("doe_log") or []) if m]
+                texts = [t for v in mk for t in v.get("text", [])]
+                if flagged and rvs and rvs[0] < 0 and not any("fail" in t for t in texts):
+                    problems.append(f"kernel: the kernel's exchange failed (rv={rvs[0]}), the collision does not say so")
             if s["phase"] == "D":
                 inflight = [exchange_of(run, t) for t in s["reached_ns"]]
                 hit = [x for x in inflight if x]
@@ -312,6 +330,12 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
                       f"taint={taint_k} log={log_k} ; {s['poke_out']}")
         for p in problems:
             report.append(f"    {p}")
+    # a collision flagged on a kernel start no scripted request was in progress for is false
+    false_rev = [k for k, v in per["kernel"]["_model"].items() if v["collision"] and k not in expected_reverse
+                 and any(e["op"] == "doe_start" and (e["ts_ns"], e.get("tid")) == k for e in traces["kernel"][1])]
+    if false_rev:
+        report.append(f"{boot}: collisions flagged on kernel starts with no user request in progress: {false_rev}")
+        res["other"] += len(false_rev)
     return res
 
 

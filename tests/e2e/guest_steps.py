@@ -311,6 +311,15 @@ def main() -> int:
         # QEMU sets Error for that pop with nothing to read: the next exchange fails at once
         # (-EIO, then the kernel aborts, clearing it), the one after works: no collision either way
         exchanges("1 0 1 2")
+        # the other way round: a user request in progress (one dword, no GO) when the kernel
+        # starts: its request is appended to the user's dword, the device discards the mix and
+        # the kernel's exchange fails (-EIO after its 1 s timeout); the next one works
+        step("D5 sysfs dword into the write mailbox while idle, then the kernel starts", "D", "sysfs", 0x1A0, 4,
+             "01000000")
+        steps[-1]["kernel_starts_next"] = True
+        exchanges("1 0 1 1")
+        steps[-1]["doe_log"] = [l for l in dmesg() if "doe_loop:" in l][-1:]
+        exchanges("1 0 1 1")
         marks["doe_end_ns"] = now()
         # phase E: io_uring (an io-wq worker of uringpoke makes the write); F: vfio-pci
         step("E1 io_uring sysfs 0x3c", "E", "uring", 0x3C, 1)

@@ -132,11 +132,12 @@ class Analyzer:
         # the stages; each one that keeps state sees every chunk, findings or not
         taints = self.verdicts.taints(t, sel, dev, offset, size, is_write)
         rows_ev, rows_reg = self.index.join(sel, dev, offset, size)
-        if c.started:  # the kernel's starts end the user's objects in progress
-            self.doe.kernel_starts({id(mb): np.array([r for r, m, _ in c.started if m is mb], dtype=np.int64)
-                                    for _, mb, _ in c.started})
+        marks = [(r, mb) for r, mb, _ in c.started] + c.finished
+        if marks:  # the kernel's starts and ends end the user's objects in progress
+            self.doe.kernel_starts({id(mb): np.sort(np.array([r for r, m in marks if m is mb], dtype=np.int64))
+                                    for _, mb in marks})
         old_value, changed_bits, doe = self._data(t, sel, rows_ev, is_write, is_read, dev, offset, size)
-        if c.started:
+        if marks:
             self.doe.end_chunk()
         logged = self.verdicts.once_per_boot(t, taints, dev, offset)
         f = None

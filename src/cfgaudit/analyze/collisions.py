@@ -103,13 +103,18 @@ class Collisions:
     flight, each with the exchange (``exchanges``) and the mailbox (``mailboxes``);
     ``started``: every ``doe_start`` of the chunk, (chunk row, mailbox, exchange);
     ``ends``: exchange event index -> (its ``doe_end`` event index, that event's ``ret``: bytes
-    received or -errno, None when not recorded) for the exchanges that ended in the chunk."""
+    received or -errno, None when not recorded) for the exchanges that ended in the chunk;
+    ``finished``: every ``doe_end`` of the chunk, (chunk row, mailbox). An exchange's end leaves
+    the mailbox empty: the device took what was written with the kernel's request, or the kernel
+    aborted (drivers/pci/doe.c signal_task_abort() -> pci_doe_abort() on every failure), so user
+    dwords written during it are no request in progress afterwards."""
 
     rows: np.ndarray
     exchanges: list[KernelExchange]
     mailboxes: list[Mailbox] = field(default_factory=list)
     started: list[tuple[int, Mailbox, KernelExchange]] = field(default_factory=list)
     ends: dict[int, tuple[int, int | None]] = field(default_factory=dict)
+    finished: list[tuple[int, Mailbox]] = field(default_factory=list)
 
     @classmethod
     def none(cls) -> "Collisions":
@@ -227,6 +232,7 @@ class DoeCollisions:
         boxes: list[list[Mailbox]] = []
         started: list[tuple[int, Mailbox, KernelExchange]] = []
         ends: dict[int, tuple[int, int | None]] = {}
+        finished: list[tuple[int, Mailbox]] = []
         ret_of: dict[int, int | None] = {}
         if kernel.any():
             k_all = np.flatnonzero(end)
@@ -260,18 +266,21 @@ class DoeCollisions:
                 else:
                     if cur is not None:
                         ends[cur.event_index] = (base + r, ret_of.get(r))
+                    finished.append((r, mb))
                     cur = None
             self.in_flight[key] = cur
         started.sort(key=lambda x: x[0])
+        finished.sort(key=lambda x: x[0])
         if not rows:
-            return Collisions(_EMPTY, [], [], started, ends)
+            return Collisions(_EMPTY, [], [], started, ends, finished)
         all_rows = np.concatenate(rows)
         order = np.argsort(all_rows, kind="stable")
         flat = [x for xs in with_ for x in xs]
         flat_mb = [m for ms in boxes for m in ms]
         self.collisions += int(all_rows.size)
         idx = order.tolist()
-        return Collisions(all_rows[order], [flat[i] for i in idx], [flat_mb[i] for i in idx], started, ends)
+        return Collisions(all_rows[order], [flat[i] for i in idx], [flat_mb[i] for i in idx], started, ends,
+                          finished)
 
     @staticmethod
     def _exchanges(t: pa.Table, base: int, rows: np.ndarray) -> dict[int, KernelExchange]:
@@ -288,8 +297,9 @@ class DoeCollisions:
         """The kernel starts of chunk ``t`` (``c.started``) made while a user's request was in
         progress on the mailbox: (chunk row, mailbox, exchange, the user's request). A user's
         request is in progress from its first dword written into the write data mailbox until
-        GO or ABORT (control written with either bit set) or the kernel's own start (whose GO
-        sends the user's dwords with the kernel's request), as the decoder counts them
+        GO or ABORT (control written with either bit set), the kernel's own start (whose GO
+        sends the user's dwords with the kernel's request) or end (``Collisions.finished``), as
+        the decoder counts them
         (:mod:`.doe`); the dwords written before the chunk are the decoder's
         (``Mailbox.dwords``, ``Mailbox.writer``): call this before the decoder sees the chunk."""
         hits: list[tuple[int, Mailbox, KernelExchange, UserRequest]] = []
@@ -305,7 +315,8 @@ class DoeCollisions:
             rel, v = offset[w] - mb.cap, raw.dword(np.arange(w.size))
             is_app = raw.present & (rel == PCI_DOE_WRITE) & (raw.nbytes == 4)
             is_clear = raw.present & (rel == PCI_DOE_CTRL) & ((v & (PCI_DOE_CTRL_ABORT | PCI_DOE_CTRL_GO)) != 0)
-            app_rows, clear_rows = w[is_app], w[is_clear]
+            fin = np.array([r for r, m in c.finished if m is mb], dtype=np.int64)
+            app_rows, clear_rows = w[is_app], np.sort(np.concatenate([w[is_clear], fin]))
             who = t.select(["pid", "comm"]).take(pa.array(app_rows)).to_pylist() if app_rows.size else []
             prev_start = -1
             for r, x in by_mb[id(mb)]:  # a step per kernel start

@@ -6,7 +6,7 @@ response dword (PCIe Base 6.0 sec 6.30, 7.9.24). The decoder is vectorised: per 
 writes of a chunk are cut into segments at each GO/ABORT, and segment arithmetic gives each
 write the dwords written so far. The kernel's own start of an exchange on the mailbox (a
 ``doe_start`` event: its GO sends whatever the user had written with its request) ends a segment
-too. The object being written when a chunk ends carries over to the next chunk. Writes whose data
+too, and so does its end (``doe_end``: the device took the object, or the kernel aborted). The object being written when a chunk ends carries over to the next chunk. Writes whose data
 is missing or not lower-case hex count as "no data in the trace".
 Offsets are bytes; offsets inside a mailbox are relative to the capability.
 """
@@ -119,8 +119,8 @@ class DoeDecoder:
         self._decoded: set[int] = set()  # id(mailbox) of those whose writes this chunk were decoded
 
     def kernel_starts(self, starts: dict[int, np.ndarray]) -> None:
-        """The chunk's kernel starts per mailbox (``id(mailbox)`` -> chunk rows, ascending): each
-        ends the object in progress (call before :meth:`decode`, then :meth:`end_chunk`)."""
+        """The chunk's kernel starts and ends per mailbox (``id(mailbox)`` -> chunk rows,
+        ascending): each ends the object in progress (call before :meth:`decode`, then :meth:`end_chunk`)."""
         self._starts = starts
         self._decoded = set()
 
