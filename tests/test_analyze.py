@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from cfgaudit.analyze import Analyzer
-from cfgaudit.analyze.kernel import checked_paths
+from cfgaudit.analyze.kernel import checked_paths, path_note
 from cfgaudit.events import FIELDS
 from cfgaudit.regions import build_registry, load_claims, load_devices
 from support import CXL_BDF, QEMU_CXL, QEMU_RP
@@ -122,6 +122,16 @@ def test_paths_per_release() -> None:
     assert set(checked_paths(parse_kernel("6.1.53"))) == {"sysfs"}
     assert set(checked_paths(parse_kernel("6.1.0-56-amd64", "6.1.192"))) == {"sysfs", "procfs"}  # observed in QEMU
     assert set(checked_paths(parse_kernel("6.12.95"))) == {"sysfs"}  # observed in QEMU
+    # booted by make e2e-kernels (docs/KERNEL-FACTS.md "Booted releases"): the procfs backport
+    # is in Debian 6.1.190 and 6.12.111, not in 6.1.187 and 6.12.107
+    for rel, ver, paths in (("6.1.0-53-amd64", "6.1.187", {"sysfs"}), ("6.1.0-54-amd64", "6.1.190", {"sysfs", "procfs"}),
+                            ("6.12.107+deb12-amd64", "6.12.107", {"sysfs"}),
+                            ("6.12.111+deb12-amd64", "6.12.111", {"sysfs", "procfs"}),
+                            ("6.12.117+deb12-amd64", "6.12.117", {"sysfs", "procfs"})):
+        assert set(checked_paths(parse_kernel(rel, ver))) == paths, rel
+    assert path_note("procfs", parse_kernel("6.1.190")) is None and path_note("procfs", parse_kernel("6.12.111")) is None
+    assert "inferred" in (path_note("procfs", parse_kernel("6.1.189")) or "")
+    assert "inferred" in (path_note("procfs", parse_kernel("6.12.109")) or "")
     assert set(checked_paths(parse_kernel("7.3.0"))) == {"sysfs", "procfs"}
 
 

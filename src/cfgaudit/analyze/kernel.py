@@ -37,13 +37,14 @@ CALL_SITES: tuple[CallSite, ...] = (
              "drivers/pci/pci-sysfs.c pci_write_config(): 278294798ac9 (v6.2), stable 6.1.53 (3108f7c78884); "
              "sysfs trims the write to the file size before the check"),
     CallSite("procfs", "proc_bus_pci_write",
-             KernelRange("7.3-rc1", None, also=(("7.2.1", "7.3-rc1"), ("6.18.50", "6.19-rc1"), ("6.12.96", "6.13-rc1"),
+             KernelRange("7.3-rc1", None, also=(("7.2.1", "7.3-rc1"), ("6.18.50", "6.19-rc1"), ("6.12.108", "6.13-rc1"),
                                                   ("6.1.188", "6.2-rc1"))),
              False, "x",
-             "drivers/pci/proc.c proc_bus_pci_write(): 3359e044d597 (v7.3), stable 7.2.y, 6.18.50, 6.12.y, 6.1.y "
-             "after 6.1.187; checks the untrimmed range (observed on Debian 6.1.192; 6.12.95 does not check)",
+             "drivers/pci/proc.c proc_bus_pci_write(): 3359e044d597 (v7.3), stable 7.2.y, 6.18.50, 6.12.y, 6.1.y; "
+             "checks the untrimmed range. Booted (make e2e-kernels): Debian 6.1.187 and 6.12.107 do not check, "
+             "6.1.190, 6.1.192, 6.12.111 and later do",
              uncertain=KernelRange("0.0", "0.0",
-                                   also=(("7.2.1", "7.3-rc1"), ("6.12.96", "6.13-rc1"), ("6.1.188", "6.1.192")))),
+                                   also=(("7.2.1", "7.3-rc1"), ("6.12.108", "6.12.111"), ("6.1.188", "6.1.190")))),
 )
 _BY_VIA = {c.via: c for c in CALL_SITES}
 
