@@ -6,8 +6,9 @@ response dword (PCIe Base 6.0 sec 6.30, 7.9.24). The decoder is vectorised: per 
 writes of a chunk are cut into segments at each GO/ABORT, and segment arithmetic gives each
 write the dwords written so far. The kernel's own start of an exchange on the mailbox (a
 ``doe_start`` event: its GO sends whatever the user had written with its request) ends a segment
-too, and so does its end (``doe_end``: the device took the object, or the kernel aborted). The object being written when a chunk ends carries over to the next chunk. Writes whose data
-is missing or not lower-case hex count as "no data in the trace".
+too, and so does its end (``doe_end``: the device took the object, or the kernel aborted). The
+object being written when a chunk ends carries over to the next chunk. Writes whose data is
+missing or not lower-case hex count as "no data in the trace".
 Offsets are bytes; offsets inside a mailbox are relative to the capability.
 """
 from __future__ import annotations

@@ -60,8 +60,9 @@ BACKENDS: dict[str, Backend] = {
     "kernel": Backend("kernel", "kprobes on pci_user_write_config_*: sysfs, /proc/bus/pci and VFIO writes "
                       "however issued, with the kernel's own verdict", True, detect_kernel, KernelSession,
                       tracefs_note, doe_status),
-    "syscalls": Backend("syscalls", "syscall tracepoints (openat, pwrite64, write, writev, lseek, dup, close, "
-                        "ioperm, iopl): sysfs and /proc/bus/pci, no kprobes needed", True, detect_syscalls,
+    "syscalls": Backend("syscalls", "syscall tracepoints (open, openat, pwrite64, write, writev, lseek, dup, close, "
+                        "ioperm, iopl, io_uring_setup): sysfs and /proc/bus/pci, no kprobes needed; says when "
+                        "VFIO or io_uring could write unseen", True, detect_syscalls,
                         SyscallSession, tracefs_note, _doe_unseen),
     "replay": Backend("replay", "recorded trace files (JSONL or Parquet); read-only, needs no root", False,
                       _can_run, ReplaySession),
