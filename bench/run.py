@@ -94,7 +94,7 @@ def _chunk(rng, n, ts0, hot_p=HOT_P):
     import numpy as np
     import pyarrow as pa
 
-    from cfgaudit.events import arrow_schema
+    from cfgaudit.events import event_table
 
     dev = rng.choice(len(BDFS), size=n, p=BDF_P)
     # uniform noise: size 1/2/4, offset aligned to the size, anywhere in 0..0xfff
@@ -137,7 +137,7 @@ def _chunk(rng, n, ts0, hot_p=HOT_P):
         "ret": pa.array(ret, pa.int64()),
         "kernel_verdict": pa.nulls(n, pa.bool_()),
     }
-    return pa.table(cols, schema=arrow_schema()), int(ts[-1])
+    return event_table(cols, n), int(ts[-1])  # the fields not generated (DOE protocol) null
 
 
 def generate_parquet(path: str, n: int, seed: int, mix: str = "default") -> None:
