@@ -207,7 +207,7 @@ def test_known_bytes_reads_update_invalid_reads_do_not(cxl62) -> None:
 # ---- the findings field table -------------------------------------------------------------------
 TODAY = [("ts_ns", "int64"), ("pid", "int64"), ("tid", "Int64"), ("uid", "Int64"), ("comm", "string"),
          ("op", "string"), ("bdf", "string"), ("offset", "int64"), ("size", "int64"), ("data", "string"),
-         ("via", "string"), ("ret", "Int64"), ("region_start", "Int64"), ("region_length", "Int64"),
+         ("via", "string"), ("ret", "Int64"), ("guard", "string"), ("region_start", "Int64"), ("region_length", "Int64"),
          ("owner", "string"), ("kind", "string"), ("capability", "string"), ("rule", "string"),
          ("source", "string"), ("kernel_taints", "bool"), ("kernel_logs", "bool"), ("kernel_message", "string"),
          ("allowed_by", "string"), ("severity", "string"), ("old_value", "string"), ("changed_bits", "string"),

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackendError, CfgauditError, InputError, UsageError
     from .hostpaths import HostPaths
     from .inventory import Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
-    from .live import LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host, resolve_command
+    from .live import GuardConfig, LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host, resolve_command
     from .regions import Capability, ConfigSpace, Region, RegionRegistry, build_registry, load_devices
+    from .regions.guard import GUARD_LEVELS
 
 # The names above, loaded on first use (PEP 562): `import cfgaudit` stays cheap, so the command
 # line's entry point (__main__.py) can set up its signal handling before pandas and pyarrow load.
@@ -50,10 +51,11 @@ _WHERE: dict[str, tuple[str, str]] = {
     "HostPaths": ("hostpaths", "HostPaths"),
     **{n: ("inventory", n) for n in ("Sources", "devices_rows", "open_devices", "regions_rows", "registry_for",
                                      "write_snapshot")},
-    **{n: ("live", n) for n in ("LiveBatch", "LiveRun", "TraceConfig", "doctor_rows", "prepare_host",
+    **{n: ("live", n) for n in ("GuardConfig", "LiveBatch", "LiveRun", "TraceConfig", "doctor_rows", "prepare_host",
                                 "resolve_command")},
     **{n: ("regions", n) for n in ("Capability", "ConfigSpace", "Region", "RegionRegistry", "build_registry",
                                    "load_devices")},
+    "GUARD_LEVELS": ("regions.guard", "GUARD_LEVELS"),
 }
 
 
@@ -78,6 +80,7 @@ __all__ = [
     "load_devices", "build_registry", "Capability", "ConfigSpace", "Region", "RegionRegistry",
     "FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "render_report", "replay",
     "analyze_traces", "load_trace", "failing",
-    "TraceConfig", "LiveRun", "LiveBatch", "doctor_rows", "prepare_host", "resolve_command",
+    "TraceConfig", "GuardConfig", "GUARD_LEVELS", "LiveRun", "LiveBatch", "doctor_rows", "prepare_host",
+    "resolve_command",
 ]
 __version__ = "0.1.0"

@@ -70,6 +70,8 @@ class _LaterChoice(click.Choice):
 REPORT_FORMATS = _LaterChoice(lambda: report.render.FORMATS)
 FAIL_LEVELS = _LaterChoice(lambda: cfgaudit.FAIL_LEVELS)
 
+GUARD_LEVELS = _LaterChoice(lambda: cfgaudit.GUARD_LEVELS)
+
 
 def _nonempty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An option that, given, must not be empty (``--kernel ''`` would silently mean "not given")."""
@@ -520,9 +522,12 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
 @click.option("--wait-descendants", type=float, callback=_seconds(zero_ok=True), metavar="SECONDS",
               help="once CMD exits, follow its descendants still running at most this long "
                    "[default: until the last exits; 0: stop with CMD]")
+@click.option("--guard", is_flag=True,
+              help="refuse (BPF-LSM, EPERM) CMD's writes into owned bytes at or above --fail-on instead of only "
+                   "reporting them; other processes are not touched (docs/guard.md)")
 @click.argument("cmd", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims, iomem_relaxed,
-        buffer_pages, verbose, fail_on, wait_descendants, cmd) -> int:
+        buffer_pages, verbose, fail_on, wait_descendants, guard, cmd) -> int:
     """Run CMD under the tracer, following it and every descendant; fail on findings.
 
     Like 'strace -f', the run lasts until CMD and every process it started have exited,
@@ -538,10 +543,13 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
       sudo cfgaudit run -- ./run-tool-tests.sh
       sudo cfgaudit run --fail-on managed -o run.jsonl -- setpci -s 0d:00.0 CAP_EXP+10.w=0:3
       sudo cfgaudit run --wait-descendants 30 -- ./start-daemons.sh
+      sudo cfgaudit run --guard -- ./tool-test-suite.sh   # its owned writes fail with EPERM
     """
     cfgaudit.resolve_command(list(cmd))  # a command that cannot run is a usage error before any probe loads
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages)
+    if guard:  # the guard's refusals are the run's events: the report shows what was stopped
+        cfg.guard = cfgaudit.GuardConfig(level=fail_on if fail_on != "never" else "exclusive")
 
     def cmd_exited(code: int, left: list[int]) -> None:
         bound = f"at most {wait_descendants:g} s" if wait_descendants is not None else "until the last exits"
@@ -576,6 +584,58 @@ def run(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, ke
     if rep.summary.get("record_error"):  # no conflict seen, but the trace asked for is incomplete
         raise OutputError(rep.summary["record_error"])
     return code
+
+
+@cli.command()
+@click.option("--level", type=GUARD_LEVELS, default="exclusive", show_default=True,
+              help="refuse writes into bytes of this kind and stricter")
+@click.option("--allow-comm", "allow_comms", metavar="NAME", multiple=True,
+              help="a tool nothing is refused to (repeatable); a claims file's user claims name tools per range")
+@click.option("--claims", metavar="FILE", multiple=True, help="TOML file of extra claims (repeatable)")
+@click.option("--dry-run", is_flag=True, help="refuse nothing; report what would have been refused")
+@click.option("-o", "--output", metavar="FILE", help="record the refusals (.jsonl, or .parquet)")
+@click.option("-d", "--duration", type=float, callback=_seconds(), metavar="SECONDS",
+              help="stop after this many seconds")
+@click.option("--kernel", metavar="RELEASE", callback=_nonempty,
+              help="evaluate ownership rules for this release (what-if)")
+@click.option("--buffer-pages", type=int, default=64, show_default=True,
+              help="ring buffer size in 4 KiB pages (a power of two)")
+def guard(level, allow_comms, claims, dry_run, output, duration, kernel, buffer_pages) -> int:
+    """Refuse user-space writes into owned config-space bytes (root, BPF-LSM), until stopped.
+
+    A write to a sysfs or /proc/bus/pci config file whose bytes overlap a region of --level or
+    stricter fails with EPERM before it reaches the device; reads and every other byte pass.
+    Each refusal is printed and recorded. Nothing stays behind: the hook goes when cfgaudit
+    exits. Exit 2 when the kernel cannot run it (no BPF-LSM: see 'cfgaudit doctor').
+    docs/guard.md has the policy, its limits and a systemd unit.
+
+    \b
+    Examples:
+      sudo cfgaudit guard
+      sudo cfgaudit guard --dry-run -d 3600 -o would-refuse.jsonl
+      sudo cfgaudit guard --level managed --allow-comm doe-fw-update --claims tools.toml
+    """
+    cfg = cfgaudit.TraceConfig(output=output, kernel=kernel, claims=list(claims), buffer_pages=buffer_pages,
+                               guard=cfgaudit.GuardConfig(level=level, allow_comms=list(allow_comms), dry_run=dry_run))
+    stop = _Stop(duration)
+    try:
+        live = cfgaudit.LiveRun(cfg, on_batch=_printer(False, err=False))
+        _warn(live.warnings)
+        with live:
+            _warn(live.load_warnings)
+            stop.arm()
+            what = "Recording what would be refused" if dry_run else "Refusing"
+            click.echo(f"{what}: writes into {level} bytes and stricter ... Ctrl-C to end.")
+            click.echo(LIVE_HEADER)
+            live.run(stop)
+            rep = live.finish()
+    finally:
+        stop.restore()
+    for line in summary_lines(rep.summary):
+        click.echo(line)
+    if rep.summary.get("record_error"):
+        raise OutputError(rep.summary["record_error"])
+    return 0
 
 
 @cli.command()

@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from .errors import is_utf8_text  # here for the trace reader; in errors.py so regions/ need no pyarrow
 
-__all__ = ["Field", "FIELDS", "REQUIRED", "OPS", "USER_OPS", "DOE_OPS", "VIAS", "ConfigAccess", "arrow_schema",
-           "event_table", "json_schema",
+__all__ = ["Field", "FIELDS", "REQUIRED", "OPS", "USER_OPS", "DOE_OPS", "VIAS", "GUARD_VERDICTS", "ConfigAccess",
+           "arrow_schema", "event_table", "json_schema",
            "validate_row", "BDF_RE", "INT64_MAX", "is_utf8_text"]
 
 USER_OPS = ("write", "read")  # a user-space access
@@ -61,7 +61,11 @@ FIELDS: tuple[Field, ...] = (
     Field("kernel_verdict", pa.bool_(), False, "resource_is_exclusive()'s own answer, where a probe saw it"),
     Field("doe_vendor", pa.int64(), False, "doe_start: the data object's vendor ID (PCI-SIG 0x0001, CXL 0x1e98)"),
     Field("doe_type", pa.int64(), False, "doe_start: the data object type (e.g. 0 discovery, 2 CXL table access)"),
+    Field("guard", pa.string(), False,
+          "the guard's verdict on a write (issue 12): 'refused' (it returned -EPERM; the write never reached the "
+          "device) or 'dry-run' (it would have been refused; it went on)"),
 )
+GUARD_VERDICTS = ("refused", "dry-run")
 REQUIRED = tuple(f.name for f in FIELDS if f.required)
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -103,6 +107,7 @@ class ConfigAccess:
     kernel_verdict: bool | None = None
     doe_vendor: int | None = None
     doe_type: int | None = None
+    guard: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +163,8 @@ def validate_row(d: Any) -> str | None:
         return f"'data' holds {len(data) // 2} bytes, more than 'size' ({d['size']})"
     if d.get("kernel_verdict") is not None and not isinstance(d["kernel_verdict"], bool):
         return "'kernel_verdict' must be true or false"
+    if d.get("guard") is not None and d["guard"] not in GUARD_VERDICTS:
+        return f"'guard' must be one of {', '.join(GUARD_VERDICTS)}, not {d['guard']!r}"
     return None
 
 
@@ -200,7 +207,11 @@ RECORD_TYPES = {"EV_WRITE": 1, "EV_READ": 2, "EV_OPEN": 3, "EV_CLOSE": 4, "EV_DU
                 # kernel program, the kernel's own DOE exchanges (issue 11): offset = DOE capability,
                 # aux = vendor | type << 16; START: size = request bytes; END: size = response bytes
                 # asked for, ret = bytes received or -errno
-                "EV_DOE_START": 8, "EV_DOE_END": 9}
+                "EV_DOE_START": 8, "EV_DOE_END": 9,
+                # guard program (issue 12): a write refused (or, with --dry-run, that would have
+                # been): offset, size = the write's range (bytes), ret = -EPERM or 0, aux = device
+                # code | GUARD_* flags << 16
+                "EV_GUARD": 10}
 # UNMEDIATED: what was granted or opened that the syscall backend cannot follow. VFIO: an open of
 # /dev/vfio/* (config writes go through a VFIO device fd's region); IO_URING: io_uring_setup()
 # (a write to a config file submitted through io_uring is not a write/pwrite syscall).

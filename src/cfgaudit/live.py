@@ -26,12 +26,13 @@ import pyarrow.compute as pc
 from .analyze import Analyzer
 from .analyze.findings import empty_findings, findings_frame
 from .audit import build_report
-from .errors import OutputError, UsageError
+from .errors import BackendError, OutputError, UsageError
 from .files import check_output
 from .hostpaths import DEFAULT, HostPaths
 from .inventory import Sources, open_devices, registry_for
 from .ondemand import child_environ, load_pandas
-from .probes import LiveOptions, backend_table, pick_backend, prepare_host
+from .probes import GUARD, LiveOptions, backend_table, pick_backend, prepare_host
+from .probes.guard import GuardSession
 from .probes.session import Batch, Notice, run
 from .probes.tracefile import (
     PARTIAL_SUFFIX,
@@ -43,12 +44,24 @@ from .probes.tracefile import (
 )
 from .regions import normalize_bdf, running_kernel
 from .regions.configspace import snapshot_dict
+from .regions.guard import GUARD_LEVELS, GuardPolicy
 from .report.frames import Report
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TraceConfig", "LiveBatch", "LiveRun", "doctor_rows", "prepare_host", "resolve_command"]
+__all__ = ["TraceConfig", "GuardConfig", "LiveBatch", "LiveRun", "doctor_rows", "prepare_host", "resolve_command"]
+
+
+@dataclass
+class GuardConfig:
+    """``cfgaudit guard`` / ``run --guard``: refuse writes into bytes at or above ``level``
+    (regions/guard.py GUARD_LEVELS), except for the ``allow_comms``; ``dry_run``: refuse nothing,
+    record what would have been refused."""
+
+    level: str = "exclusive"
+    allow_comms: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
 
 @dataclass
@@ -69,6 +82,7 @@ class TraceConfig:
     iomem_relaxed: bool | None = None
     buffer_pages: int = 4096
     drivers: list[str] = field(default_factory=list)
+    guard: GuardConfig | None = None  # run the guard instead of a tracing backend
 
 
 @dataclass
@@ -170,7 +184,15 @@ class LiveRun:
         self.on_batch = on_batch
         if cfg.output:  # a trace path that cannot be made fails now, not after the probes load
             check_output(cfg.output)
-        self.backend = pick_backend(cfg.backend, cfg.paths)
+        if cfg.guard is not None:
+            if cfg.guard.level not in GUARD_LEVELS:
+                raise UsageError(f"--level {cfg.guard.level}: choose from {', '.join(GUARD_LEVELS)}")
+            why = GUARD.detect(cfg.paths)
+            if why:
+                raise BackendError(f"guard: {why}")
+            self.backend = GUARD
+        else:
+            self.backend = pick_backend(cfg.backend, cfg.paths)
         ds = open_devices(Sources(sysfs_path=cfg.paths.sysfs, drivers=list(cfg.drivers), paths=cfg.paths))
         rel, upstream, relaxed = running_kernel(cfg.paths)
         ds.kernel_release, ds.kernel_version = rel, upstream
@@ -179,6 +201,7 @@ class LiveRun:
         self.registry = registry_for(ds, cfg.kernel, cfg.claims, ds.iomem_relaxed)
         self.warnings = ds.warnings + self.registry.warnings
         self.analyzer = Analyzer(self.registry, reads=cfg.reads)
+        self.policy = GuardPolicy(self.registry, cfg.guard.level, cfg.guard.allow_comms) if cfg.guard else None
         self.header = make_header(
             host=socket.gethostname(), kernel_release=cfg.kernel or rel,
             kernel_version=None if cfg.kernel else upstream, running_kernel_release=rel,
@@ -215,7 +238,18 @@ class LiveRun:
 
     def open(self) -> None:
         """Load and attach the probes, then create the trace file (a failed load leaves no file)."""
-        self.session = self.backend.open(self.options)
+        if self.policy is not None and self.cfg.guard is not None:
+            pol = self.policy
+            self.session = GuardSession(self.options, {b: pol.refused_bytes(b) for b in pol.devices},
+                                        pol.allowed_bytes(), pol.allow_comms, self.cfg.guard.dry_run,
+                                        {b: pol.mailboxes(b) for b in pol.devices}, need_doe=pol.level == "collision")
+            if self.session.doe_problem and any(pol.mailboxes(b) for b in pol.devices):
+                self.load_warnings.append("writes into DOE mailboxes during the kernel's own exchanges are not "
+                                          f"refused: {self.session.doe_problem}")
+            self.header["guard"] = {"level": pol.level, "allow_comms": sorted(pol.allow_comms),
+                                    "dry_run": self.cfg.guard.dry_run}
+        else:
+            self.session = self.backend.open(self.options)
         self.load_warnings = list(getattr(self.session, "warnings", []))
         doe = getattr(self.session, "doe_exchanges", None)
         if doe is not None:

@@ -70,6 +70,8 @@ FINDING_FIELDS: tuple[FindingField, ...] = (
     _event("data", "string", "hex of the bytes written, file order"),
     _event("via", "string", "sysfs | procfs | vfio | ioport | devmem | unknown"),
     _event("ret", "Int64", "bytes done or -errno"),
+    _event("guard", "string", "the guard's verdict on the write: refused (-EPERM; it never reached the device) "
+           "or dry-run (it would have been refused); empty without a guard"),
     FindingField("region_start", pa.int64(), "Int64", "region",
                  "first byte of the region, bytes (empty: a collision in a mailbox no region covers)"),
     FindingField("region_length", pa.int64(), "Int64", "region", "length of the region, bytes"),

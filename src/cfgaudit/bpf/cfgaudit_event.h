@@ -12,6 +12,7 @@
 #define EV_EXIT 7
 #define EV_DOE_START 8
 #define EV_DOE_END 9
+#define EV_GUARD 10
 #define UM_IOPERM 1
 #define UM_IOPL 2
 #define UM_DEVMEM 3

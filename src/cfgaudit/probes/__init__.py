@@ -15,12 +15,13 @@ from typing import Any, Callable
 from ..errors import BackendError
 from ..hostpaths import DEFAULT, HostPaths
 from .bccutil import prepare_host, tracefs_note
+from .guard import detect_guard
 from .kernel import KernelSession, detect_kernel, doe_status
 from .replay import ReplayOptions, ReplaySession
 from .session import LiveOptions, Session
 from .syscalls import SyscallSession, detect_syscalls
 
-__all__ = ["Backend", "BACKENDS", "LIVE_ORDER", "pick_backend", "backend_table", "prepare_host", "LiveOptions",
+__all__ = ["Backend", "BACKENDS", "GUARD", "LIVE_ORDER", "pick_backend", "backend_table", "prepare_host", "LiveOptions",
            "ReplayOptions", "Session"]
 
 
@@ -70,6 +71,20 @@ BACKENDS: dict[str, Backend] = {
 LIVE_ORDER = ("kernel", "syscalls")  # preference of --backend auto
 
 
+def _doe_guard(paths: HostPaths) -> str:
+    return "not traced: the guard records only the writes it refuses"
+
+
+def _guard_open(opts: Any) -> Any:
+    raise BackendError("the guard opens with a policy (cfgaudit guard; live.LiveRun with a GuardConfig)")
+
+
+# Not a tracing backend (never picked by --backend): cfgaudit guard / run --guard open a
+# GuardSession with a policy (live.py); doctor lists it so an operator sees whether it can run here.
+GUARD = Backend("guard", "BPF-LSM (lsm/file_permission): refuses user writes into owned config bytes "
+                "(cfgaudit guard; opt-in)", False, detect_guard, _guard_open, tracefs_note, _doe_guard)
+
+
 def pick_backend(name: str, paths: HostPaths = DEFAULT) -> Backend:
     """The live backend called ``name``, or for ``auto`` the best one that can run here."""
     if name == "auto":
@@ -94,7 +109,7 @@ def backend_table(paths: HostPaths = DEFAULT) -> list[dict[str, Any]]:
     the host when it starts (mount tracefs) and (``doe_exchanges``) whether it would record the
     kernel's own DOE exchanges, which collision detection needs. Only looks."""
     rows = []
-    for b in BACKENDS.values():
+    for b in (*BACKENDS.values(), GUARD):
         why = b.detect(paths)
         rows.append({"backend": b.name, "live": b.live, "available": why is None, "reason": why or "",
                      "note": b.note(paths) if why is None else "", "help": b.help,

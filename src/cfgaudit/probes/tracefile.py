@@ -37,6 +37,7 @@ from ..errors import InputError, OutputError
 from ..events import (
     BDF_RE,
     FIELDS,
+    GUARD_VERDICTS,
     INT64_MAX,
     OPS,
     REQUIRED,
@@ -505,6 +506,13 @@ def _all_values(col: pa.ChunkedArray, fn: Callable[[pa.Array], pa.Array]) -> boo
     return all(c.dictionary.null_count == 0 and pc.all(fn(c.dictionary)).as_py() is not False for c in col.chunks)
 
 
+def _known_or_null(col: pa.ChunkedArray, values: pa.Array) -> bool:
+    """Every non-null value of ``col`` is one of ``values`` (an optional field mostly null)."""
+    if col.null_count == len(col):
+        return True
+    return int(pc.sum(pc.is_in(col, value_set=values)).as_py() or 0) == len(col) - col.null_count
+
+
 def _surely_valid(t: pa.Table) -> bool:
     """A quick pass (aggregates, dictionaries): does every row keep the rules :func:`_invalid_mask`
     checks? ``False`` means "maybe not": the row-by-row masks decide."""
@@ -514,9 +522,10 @@ def _surely_valid(t: pa.Table) -> bool:
         low = pc.min(t.column(name)).as_py()
         if low is not None and low < 0:
             return False
-    ops, vias = pa.array(OPS), pa.array(VIAS)
+    ops, vias, guards = pa.array(OPS), pa.array(VIAS), pa.array(GUARD_VERDICTS)
     if not (_all_values(t.column("op"), lambda a: pc.is_in(a, value_set=ops))
             and _all_values(t.column("via"), lambda a: pc.is_in(a, value_set=vias))
+            and _known_or_null(t.column("guard"), guards)
             and _all_values(t.column("bdf"), lambda a: pc.match_substring_regex(
                 a, BDF_RE.pattern))):
         return False
@@ -540,6 +549,9 @@ def _invalid_mask(t: pa.Table) -> pa.ChunkedArray | None:
     bad = pc.or_(bad, pc.invert(pc.fill_null(_per_value(t.column("op"), lambda a: pc.is_in(a, value_set=ops)), False)))
     via = t.column("via")
     bad = pc.or_(bad, pc.fill_null(pc.invert(_per_value(via, lambda a: pc.is_in(a, value_set=vias))), False))
+    guards = pa.array(GUARD_VERDICTS)
+    bad = pc.or_(bad, pc.fill_null(pc.invert(_per_value(t.column("guard"), lambda a: pc.is_in(a, value_set=guards))),
+                                   False))
     bad = pc.or_(bad, pc.invert(pc.fill_null(_per_value(t.column("bdf"), lambda a: pc.match_substring_regex(
         a, BDF_RE.pattern)), False)))
     data = t.column("data")
@@ -559,7 +571,7 @@ _RECORD_KEYS: dict[str, tuple[tuple[str, tuple[type, str]], ...]] = {
                ("running_kernel_release", _TEXT), ("backend", _TEXT), ("note", _TEXT), ("doe_exchanges", _TEXT),
                ("iomem_relaxed", (bool, "true or false")), ("boot_flags", (list, "a list of strings")),
                ("argv", (list, "a list of strings")), ("started_ns", _COUNT), ("started_unix_ns", _COUNT),
-               ("snapshot", (dict, "an object (a cfgaudit snapshot)"))),
+               ("snapshot", (dict, "an object (a cfgaudit snapshot)")), ("guard", (dict, "an object"))),
     "footer": (("ended_ns", _COUNT), ("ended_unix_ns", _COUNT), ("events", _COUNT), ("lost", _COUNT)),
 }
 
