@@ -31,10 +31,16 @@ steps.json, kernel.jsonl and syscalls.jsonl. A write agrees when, for both backe
 The kernel's DOE exchanges: each doe_statemachine_work() call seen by tracefs while both tracers
 ran must appear once in the kernel-backend trace (doe_start within 10 ms of the entry, doe_end of
 the return, ret = doe_loop's logged result where it made the exchange).
-The phase with the claim (B: doe_excl loaded) is analysed with a claims file; the others without.
+The guard (issue 12; phase G, strict boots): with `cfgaudit guard --level exclusive` running, a
+write is refused (EPERM) exactly when it falls in the claim (the kernel's own answer for the same
+write once the guard is gone, phase H) and its tool is not allowed (--allow-comm); a refused
+write never reaches the device (no pci_user_write_config_*(), no check, no taint) and is in the
+guard's trace; with --dry-run nothing is refused and the trace names the owned writes. A kernel
+whose LSM list lacks bpf is reported, not failed.
+The phases with the claim (B, G, H: doe_excl loaded) are analysed with a claims file; the others without.
 Ends with exactly one line on stdout: `e2e: N writes checked, M agree with the kernel; X kernel
-DOE exchanges seen of Y made; C collisions flagged of D`; exit 1 unless M = N, X = Y, C = D and
-nothing else was wrong.
+DOE exchanges seen of Y made; C collisions flagged of D; guard: R refused of R' owned, O others`;
+exit 1 unless M = N, X = Y, C = D, R = R', O = 0 and nothing else was wrong.
 """
 from __future__ import annotations
 
@@ -109,7 +115,8 @@ def phase_windows(run: dict) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     marks = run.get("marks", {})
     starts = {"A": marks.get("ready_ns"), "B": marks.get("claimed_ns"), "C": marks.get("released_ns"),
-              "D": marks.get("doe_ns"), "E": marks.get("doe_end_ns"), "F": marks.get("doe_end_ns")}
+              "D": marks.get("doe_ns"), "E": marks.get("doe_end_ns"), "F": marks.get("doe_end_ns"),
+              "G": marks.get("guard_ns"), "H": marks.get("unguarded_ns")}
     for s in run["steps"]:
         lo, hi = out.get(s["phase"], (s["t0"], s["t1"]))
         out[s["phase"]] = (min(lo, s["t0"], starts.get(s["phase"]) or s["t0"]), max(hi, s["t1"] + 20_000_000))
@@ -155,6 +162,67 @@ def exchange_of(run: dict, ts: int) -> list | None:
     return None
 
 
+def guard_records(out: str, name: str) -> list[dict]:
+    """The events a guard run recorded (its refusals, or with --dry-run what it would have refused)."""
+    try:
+        return read_trace(os.path.join(out, f"{name}.jsonl"))[1]
+    except OSError:
+        return []
+
+
+def owned_truth(run: dict) -> dict[tuple, bool]:
+    """(path, offset, length) -> the kernel's own answer, once the guard was gone (phase H), to
+    whether that write falls in a claimed range (resource_is_exclusive() returned 1)."""
+    return {(s["path"], s["offset"], s["length"]): any(r == 1 for r in s["rie"])
+            for s in run["steps"] if s["phase"] == "H" and s["rie"]}
+
+
+def judge_guard(s: dict, run: dict, out: str, res: dict[str, int]) -> list[str]:
+    """A write made while `cfgaudit guard` ran (issue 12): refused exactly when it fell in an owned
+    range and its tool was not allowed; a refused write never reached the device (no
+    pci_user_write_config_*() call, no check, no taint) and is in the guard's trace; a dry run
+    refuses nothing and records what it would have refused."""
+    problems: list[str] = []
+    truth = owned_truth(run)
+    key = ("sysfs" if s["path"] == "allow" else s["path"], s["offset"], s["length"])
+    owned = truth.get(key)
+    if owned is None:
+        return [f"guard: no unguarded write of {key} to tell whether it is owned"]
+    if owned != s.get("owned"):
+        problems.append(f"guard: the script says owned={s.get('owned')}, the kernel said {owned}")
+    refused = s["poke_rc"] != 0 and "Operation not permitted" in s["poke_out"]
+    reached = bool(s["reached_ns"])
+    if refused and (reached or s["rie"] or s["add_taint"]):
+        problems.append(f"guard: refused, yet the write reached the kernel (accessor {s['reached_ns']}, "
+                        f"check {s['rie']}, taint {s['add_taint']})")
+    if not refused and not reached:
+        problems.append(f"guard: not refused, yet no config accessor ran ({s['poke_out']})")
+    name = "guard" if s["guard"] == "on" else "guard-dry"
+    recs = [e for e in guard_records(out, name) if e["pid"] == s["pid"]]
+    if s["guard"] == "on":
+        should = owned and not s.get("allowed")
+        if should:
+            res["owned"] += 1
+            res["r"] += refused
+            if not refused:
+                problems.append(f"guard: an owned write passed ({s['poke_out']})")
+        elif refused:
+            res["others"] += 1
+            problems.append(f"guard: a write it must let through was refused ({s['poke_out']})")
+        want = [("refused", s["offset"], s["length"])] if should else []
+        if [(e.get("guard"), e["offset"], e["size"]) for e in recs] != want:
+            problems.append(f"guard: its trace has {[(e.get('guard'), e['offset'], e['size']) for e in recs]}, "
+                            f"want {want}")
+    else:
+        if refused:
+            problems.append("guard --dry-run refused a write")
+        want = [("dry-run", s["offset"], s["length"])] if owned else []
+        if [(e.get("guard"), e["offset"], e["size"]) for e in recs] != want:
+            problems.append(f"guard --dry-run: its trace has {[(e.get('guard'), e['offset'], e['size']) for e in recs]}, "
+                            f"want {want}")
+    return problems
+
+
 def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], report: list[str]) -> dict[str, int]:
     with open(os.path.join(out, "steps.json")) as fh:
         run = json.load(fh)
@@ -189,11 +257,23 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
         for ph, (lo, hi) in windows.items():
             evs_ph = [e for e in evs if lo <= e["ts_ns"] <= hi
                       and (e["op"] in DOE_OPS or (e["op"] == "write" and e["pid"] in phase_pids[ph]))]
-            v, summary = model(h, evs_ph, claims if ph == "B" else None, tmp)
+            v, summary = model(h, evs_ph, claims if ph in ("B", "G", "H") else None, tmp)
             verdicts.update(v)
             summaries[be][ph] = summary
         per[be]["_model"] = verdicts
-    res = {"n": 0, "m": 0, "x": 0, "y": 0, "c": 0, "d": 0, "other": 0}
+    res = {"n": 0, "m": 0, "x": 0, "y": 0, "c": 0, "d": 0, "other": 0, "r": 0, "owned": 0, "others": 0}
+    if "guard_ready" in run.get("marks", {}) and not run["marks"]["guard_ready"]:
+        log = ""
+        try:
+            with open(os.path.join(out, "guard.log")) as fh:
+                log = fh.read().strip().splitlines()[-1]
+        except (OSError, IndexError):
+            pass
+        if "BPF-LSM is not active" in log:
+            report.append(f"{boot}: guard: not available on this kernel: {log}")
+        else:
+            report.append(f"{boot}: guard: did not start: {log}")
+            res["other"] += 1
     if "D" in windows:
         x, y, problems = judge_doe(boot, run, traces["kernel"][1], report)
         res["x"], res["y"] = x, y
@@ -324,12 +404,17 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
             se_cmp = [e for e in se if not (e.get("ret", 0) < 0 and not ke)]
             if [key(e) for e in ke] != [key(e) for e in se_cmp]:
                 problems.append(f"events differ: kernel {[key(e) for e in ke]} syscalls {[key(e) for e in se]}")
+        if s.get("guard"):
+            problems += judge_guard(s, run, out, res)
         ok = not problems
         res["m"] += ok
         report.append(f"{boot}: {s['name']:<52} {'agree' if ok else 'DISAGREE'}  kernel: rie={s['rie']} "
                       f"taint={taint_k} log={log_k} ; {s['poke_out']}")
         for p in problems:
             report.append(f"    {p}")
+    if run.get("marks", {}).get("guard_ready") and not res["owned"]:
+        report.append(f"{boot}: guard: it ran, but no owned write was judged")
+        res["other"] += 1
     # a collision flagged on a kernel start no scripted request was in progress for is false
     false_rev = [k for k, v in per["kernel"]["_model"].items() if v["collision"] and k not in expected_reverse
                  and any(e["op"] == "doe_start" and (e["ts_ns"], e.get("tid")) == k for e in traces["kernel"][1])]
@@ -346,7 +431,7 @@ def main() -> int:
     opt = ap.parse_args()
     report: list[str] = []
     strict: dict[str, dict[str, bool]] = {}
-    tot = {"n": 0, "m": 0, "x": 0, "y": 0, "c": 0, "d": 0, "other": 0}
+    tot = {"n": 0, "m": 0, "x": 0, "y": 0, "c": 0, "d": 0, "other": 0, "r": 0, "owned": 0, "others": 0}
     pairs = [b.split("=", 1) for b in opt.boots]
     pairs.sort(key=lambda p: not p[0].endswith("strict"))  # strict boots first: their answers judge the others
     for boot, out in pairs:
@@ -365,8 +450,10 @@ def main() -> int:
         with open(opt.report, "w") as fh:
             fh.write(text + "\n")
     print(f"e2e: {tot['n']} writes checked, {tot['m']} agree with the kernel; {tot['x']} kernel DOE exchanges seen "
-          f"of {tot['y']} made; {tot['c']} collisions flagged of {tot['d']}")
-    ok = tot["n"] and tot["m"] == tot["n"] and tot["x"] == tot["y"] and tot["c"] == tot["d"] and not tot["other"]
+          f"of {tot['y']} made; {tot['c']} collisions flagged of {tot['d']}; "
+          f"guard: {tot['r']} refused of {tot['owned']} owned, {tot['others']} others")
+    ok = tot["n"] and tot["m"] == tot["n"] and tot["x"] == tot["y"] and tot["c"] == tot["d"] and not tot["other"] \
+        and tot["r"] == tot["owned"] and not tot["others"]
     return 0 if ok else 1
 
 

@@ -30,6 +30,15 @@ import time
 
 TRACEFS = "/sys/kernel/tracing"
 GROUP = "cfgaudit_e2e"
+# doe_excl.ko's claim, as a claims file (the guard's policy and compare.py's phases B, G, H)
+CLAIMS = """[[claim]]
+kind = "exclusive"
+owner = "doe_excl"
+bdf = "{bdf}"
+offset = 0x190
+length = 0x18
+note = "tests/e2e/src/doe_excl.c: pci_request_config_region_exclusive(pdev, 0x190, 0x18) as v6.2/v6.3 cxl_pci"
+"""
 
 
 def now() -> int:
@@ -219,6 +228,8 @@ def main() -> int:
         d0, tv0 = len(dmesg()), tainted()
         if path == "vfio":
             argv = [pokers["vfiopoke"], testdev]
+        elif path == "allow":
+            argv = [pokers["allowpoke"], sysfs]
         else:
             argv = [pokers["uringpoke" if path == "uring" else "cfgpoke"], procfs if path == "procfs" else sysfs]
         t0 = now()
@@ -325,6 +336,83 @@ def main() -> int:
         step("E1 io_uring sysfs 0x3c", "E", "uring", 0x3C, 1)
         if testdev and not vfio_problem:
             step("F1 vfio-pci config region 0x0c", "F", "vfio", 0x0C, 1, "10")
+
+        # phase G (issue 12): cfgaudit guard refusing writes into doe_excl's claim, then a dry run;
+        # H: the same writes after the guard exited
+        r = subprocess.run(["insmod", os.path.join(opt.kmods, "doe_excl.ko")], capture_output=True, text=True)
+        say("insmod doe_excl:", r.returncode, r.stderr.strip())
+        claims = "/tmp/e2e-claims.toml"
+        with open(claims, "w") as fh:
+            fh.write(CLAIMS.format(bdf=bdf))
+        allowpoke = "/tmp/allowpoke"  # cfgpoke under another name: the comm --allow-comm lets through
+        with open(pokers["cfgpoke"], "rb") as src, open(allowpoke, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(allowpoke, 0o755)
+        pokers["allowpoke"] = allowpoke
+
+        def guard(name: str, *extra: str) -> tuple[subprocess.Popen, object] | None:
+            log = open(os.path.join(opt.out, f"{name}.log"), "w")
+            p = subprocess.Popen([cfgaudit, "guard", "--level", "exclusive", "--claims", claims, "--allow-comm",
+                                  "allowpoke", "-o", os.path.join(opt.out, f"{name}.jsonl"), *extra],
+                                 stdout=log, stderr=subprocess.STDOUT)
+            t = time.monotonic()
+            while time.monotonic() - t < 300:
+                with open(os.path.join(opt.out, f"{name}.log")) as fh:
+                    if "Ctrl-C to end" in fh.read():
+                        say(f"{name} ready after {time.monotonic() - t:.1f} s")
+                        return p, log
+                if p.poll() is not None:
+                    break
+                time.sleep(0.5)
+            with open(os.path.join(opt.out, f"{name}.log")) as fh:
+                say(f"{name} did not start (exit {p.poll()}):", fh.read()[-600:])
+            return None
+
+        def unguard(g: tuple[subprocess.Popen, object] | None) -> None:
+            if g is None:
+                return
+            p, log = g
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            log.close()  # type: ignore[attr-defined]
+
+        writes = [("sysfs DOE ctrl inside", "sysfs", 0x198, 4, True), ("procfs DOE ctrl inside", "procfs", 0x198, 4, True),
+                  ("sysfs 4 bytes straddling the start", "sysfs", 0x18E, 4, True),
+                  ("sysfs 1 byte just before", "sysfs", 0x18F, 1, False), ("sysfs 1 byte just after", "sysfs", 0x1A8, 1, False),
+                  ("procfs 0x3c outside", "procfs", 0x3C, 1, False)]
+        marks["guard_ns"] = now()
+        g = guard("guard")
+        marks["guard_ready"] = g is not None
+        if g is not None:
+            for i, (what, path, off, n, owned) in enumerate(writes, 1):
+                step(f"G{i} guarded: {what}", "G", path, off, n)
+                steps[-1].update(guard="on", owned=owned)
+            step("G7 guarded: allowed comm, DOE ctrl inside", "G", "allow", 0x198, 4)
+            steps[-1].update(guard="on", owned=True, allowed=True)
+            fd = os.open(sysfs, os.O_RDONLY)
+            try:
+                got = os.pread(fd, 4, 0x198)
+            finally:
+                os.close(fd)
+            marks["guarded_read"] = len(got)
+        unguard(g)
+        marks["dry_ns"] = now()
+        g = guard("guard-dry", "--dry-run")
+        if g is not None:
+            for i, (what, path, off, n, owned) in enumerate(writes, 1):
+                step(f"GD{i} dry run: {what}", "G", path, off, n)
+                steps[-1].update(guard="dry-run", owned=owned)
+        unguard(g)
+        marks["unguarded_ns"] = now()
+        for i, (what, path, off, n, owned) in enumerate(writes[:3], 1):
+            step(f"H{i} after the guard: {what}", "H", path, off, n)
+            steps[-1].update(owned=owned)
+        r = subprocess.run(["rmmod", "doe_excl"], capture_output=True, text=True)
+        say("rmmod doe_excl:", r.returncode, r.stderr.strip())
+        marks["guard_end_ns"] = now()
 
     time.sleep(1)
     for be, (p, log) in procs.items():
