@@ -407,7 +407,7 @@ def main() -> int:
                 steps[-1].update(guard="dry-run", owned=owned)
         unguard(g)
         marks["unguarded_ns"] = now()
-        for i, (what, path, off, n, owned) in enumerate(writes[:3], 1):
+        for i, (what, path, off, n, owned) in enumerate(writes, 1):
             step(f"H{i} after the guard: {what}", "H", path, off, n)
             steps[-1].update(owned=owned)
         r = subprocess.run(["rmmod", "doe_excl"], capture_output=True, text=True)

@@ -165,16 +165,25 @@ static __always_inline void guard_record(u32 file, s64 pos, u64 count, int refus
 	events.ringbuf_submit(e, 0);
 }
 
-LSM_PROBE(file_permission, struct file *file, int mask)
+/* The decision for one permission check on `file` (0, or -EPERM as -1). Reads the file's inode
+ * with probe reads, so that the same code also verifies as a kprobe program (GUARD_SELFTEST: the
+ * live tier loads it where BPF-LSM programs cannot be loaded). */
+static __always_inline int guard_decide(struct file *file, int mask)
 {
 	if (!(mask & MAY_WRITE))
 		return 0;
 	if (!wanted(bpf_get_current_pid_tgid() >> 32))  /* run --guard: CMD and its descendants only */
 		return 0;
 	struct guard_file key = {};
-	struct inode *inode = file->f_inode;
-	key.ino = inode->i_ino;
-	key.sdev = inode->i_sb->s_dev;
+	struct inode *inode = NULL;
+	struct super_block *sb = NULL;
+	bpf_probe_read_kernel(&inode, sizeof(inode), &file->f_inode);
+	if (!inode)
+		return 0;
+	bpf_probe_read_kernel(&key.ino, sizeof(key.ino), &inode->i_ino);
+	bpf_probe_read_kernel(&sb, sizeof(sb), &inode->i_sb);
+	if (sb)
+		bpf_probe_read_kernel(&key.sdev, sizeof(key.sdev), &sb->s_dev);
 	u32 *code = guard_files.lookup(&key);
 	if (!code)
 		return 0;
@@ -221,8 +230,10 @@ LSM_PROBE(file_permission, struct file *file, int mask)
 	u32 first = (u32)pos >> 3, last = (u32)(end - 1) >> 3;
 	for (u32 i = 0; i < GUARD_BITMAP && !collision; i++) {
 		u32 k = first + i;
-		if (k > last || k >= GUARD_BITMAP)
+		if (k > last)
 			break;
+		k &= GUARD_BITMAP - 1;
+		asm volatile("" : "+r"(k));  /* index from the masked value each time: the verifier's bound */
 		u8 m = refuse->b[k];
 		if (allow)
 			m &= ~allow->b[k];
@@ -240,6 +251,18 @@ LSM_PROBE(file_permission, struct file *file, int mask)
 	guard_record(f, pos, count, !DRY_RUN, collision);
 	return DRY_RUN ? 0 : -1 /* -EPERM */;
 }
+
+#ifdef GUARD_SELFTEST
+int guard_selftest(struct pt_regs *ctx, struct file *file)
+{
+	return guard_decide(file, MAY_WRITE);
+}
+#else
+LSM_PROBE(file_permission, struct file *file, int mask)
+{
+	return guard_decide(file, mask);
+}
+#endif
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
