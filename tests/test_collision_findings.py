@@ -75,6 +75,9 @@ CASES = {
     "reverse-not-after-end": ([kstart(10), uwrite(11, 0x10, "01000000"), kend(20, -5), kstart(30), kend(40),
                                uwrite(41, 0x10, "01000000"), kstart(50), kend(60, -5)],
                               [(1, "write", 0, -5), (6, "doe_start", 6, -5)]),
+    # a write that failed (the guard's EPERM) never reached the mailbox: no collision, no request
+    "failed-writes": ([kstart(10), {**uwrite(11, 8, ABORT), "ret": -1}, kend(20, 4),
+                       {**uwrite(21, 0x10, "01000000"), "ret": -1}, kstart(30), kend(40)], []),
     # the trace ends before the exchange does
     "unfinished": ([kstart(10), uwrite(11, 0x10, ZERO), uwrite(12, 0x98 - 0x90, "00", size=1)],
                    [(1, "write", 0, None), (2, "write", 0, None)]),

@@ -184,6 +184,8 @@ def judge_guard(s: dict, run: dict, out: str, res: dict[str, int]) -> list[str]:
     pci_user_write_config_*() call, no check, no taint) and is in the guard's trace; a dry run
     refuses nothing and records what it would have refused."""
     problems: list[str] = []
+    if s["guard"] == "collision":
+        return judge_collision_guard(s, run, out, res)
     truth = owned_truth(run)
     key = ("sysfs" if s["path"] == "allow" else s["path"], s["offset"], s["length"])
     owned = truth.get(key)
@@ -221,6 +223,38 @@ def judge_guard(s: dict, run: dict, out: str, res: dict[str, int]) -> list[str]:
         if [(e.get("guard"), e["offset"], e["size"]) for e in recs] != want:
             problems.append(f"guard --dry-run: its trace has {[(e.get('guard'), e['offset'], e['size']) for e in recs]}, "
                             f"want {want}")
+    return problems
+
+
+def judge_collision_guard(s: dict, run: dict, out: str, res: dict[str, int]) -> list[str]:
+    """A write made while `cfgaudit guard --level collision` ran: refused exactly when it went into
+    the DOE mailbox while the kernel's exchange was in flight there (tracefs: the write's whole
+    span [t0, t1] inside a doe_statemachine_work() call); every other write passes."""
+    problems: list[str] = []
+    inside = [x for x in run.get("doe_exchanges") or [] if x[0] < s["t0"] and (x[1] is None or s["t1"] < x[1])]
+    overlap = [x for x in run.get("doe_exchanges") or [] if x[0] <= s["t1"] and (x[1] is None or s["t0"] <= x[1])]
+    if overlap and not inside:
+        return [f"guard: the write's span [{s['t0']}, {s['t1']}] only partly overlaps a kernel exchange {overlap[0]}"]
+    in_mailbox = s["offset"] < 0x190 + 0x18 and s["offset"] + s["length"] > 0x190
+    should = bool(inside) and in_mailbox
+    refused = s["poke_rc"] != 0 and "Operation not permitted" in s["poke_out"]
+    if s.get("during_exchange") and not inside:
+        problems.append("guard: the write missed the kernel's exchange it was scripted to hit")
+    if should:
+        res["owned"] += 1
+        res["r"] += refused
+        if not refused:
+            problems.append(f"guard: a write during the kernel's exchange passed ({s['poke_out']})")
+        if s["reached_ns"]:
+            problems.append("guard: refused, yet the write reached the device")
+    elif refused:
+        res["others"] += 1
+        problems.append(f"guard: a write with no exchange in flight was refused ({s['poke_out']})")
+    recs = [e for e in guard_records(out, "guard-collision") if e["pid"] == s["pid"]]
+    want = [("refused", s["offset"], s["length"])] if should else []
+    if [(e.get("guard"), e["offset"], e["size"]) for e in recs] != want:
+        problems.append(f"guard --level collision: its trace has "
+                        f"{[(e.get('guard'), e['offset'], e['size']) for e in recs]}, want {want}")
     return problems
 
 
@@ -271,17 +305,19 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
                 summaries[be][ph] = summary
         per[be]["_model"] = verdicts
     res = {"n": 0, "m": 0, "x": 0, "y": 0, "c": 0, "d": 0, "other": 0, "r": 0, "owned": 0, "others": 0}
-    if "guard_ready" in run.get("marks", {}) and not run["marks"]["guard_ready"]:
+    for mark, name in (("guard_ready", "guard"), ("collision_guard_ready", "guard-collision")):
+        if mark not in run.get("marks", {}) or run["marks"][mark]:
+            continue
         log = ""
         try:
-            with open(os.path.join(out, "guard.log")) as fh:
+            with open(os.path.join(out, f"{name}.log")) as fh:
                 log = fh.read().strip().splitlines()[-1]
         except (OSError, IndexError):
             pass
         if "BPF-LSM is not active" in log:
-            report.append(f"{boot}: guard: not available on this kernel: {log}")
+            report.append(f"{boot}: {name}: not available on this kernel: {log}")
         else:
-            report.append(f"{boot}: guard: did not start: {log}")
+            report.append(f"{boot}: {name}: did not start: {log}")
             res["other"] += 1
     if "D" in windows:
         x, y, problems = judge_doe(boot, run, traces["kernel"][1], report)
@@ -421,6 +457,10 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
                       f"taint={taint_k} log={log_k} ; {s['poke_out']}")
         for p in problems:
             report.append(f"    {p}")
+    if run.get("marks", {}).get("guard_ready") and run["marks"].get("guarded_read") != 4:
+        report.append(f"{boot}: guard: a 4-byte read of owned bytes under the guard got "
+                      f"{run['marks'].get('guarded_read')} bytes (reads are never refused)")
+        res["other"] += 1
     if run.get("marks", {}).get("guard_ready") and not res["owned"]:
         report.append(f"{boot}: guard: it ran, but no owned write was judged")
         res["other"] += 1

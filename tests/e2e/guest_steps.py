@@ -382,7 +382,8 @@ def main() -> int:
         writes = [("sysfs DOE ctrl inside", "sysfs", 0x198, 4, True), ("procfs DOE ctrl inside", "procfs", 0x198, 4, True),
                   ("sysfs 4 bytes straddling the start", "sysfs", 0x18E, 4, True),
                   ("sysfs 1 byte just before", "sysfs", 0x18F, 1, False), ("sysfs 1 byte just after", "sysfs", 0x1A8, 1, False),
-                  ("procfs 0x3c outside", "procfs", 0x3C, 1, False)]
+                  ("procfs 0x3c outside", "procfs", 0x3C, 1, False),
+                  ("io_uring DOE ctrl inside", "uring", 0x198, 4, True)]
         marks["guard_ns"] = now()
         g = guard("guard")
         marks["guard_ready"] = g is not None
@@ -405,6 +406,21 @@ def main() -> int:
             for i, (what, path, off, n, owned) in enumerate(writes, 1):
                 step(f"GD{i} dry run: {what}", "G", path, off, n)
                 steps[-1].update(guard="dry-run", owned=owned)
+        unguard(g)
+        # --level collision: only writes into a mailbox while the kernel's exchange is in flight
+        marks["collision_guard_ns"] = now()
+        g = guard("guard-collision", "--level", "collision")
+        marks["collision_guard_ready"] = g is not None
+        if g is not None:
+            step("GC1 collision guard: sysfs DOE ctrl, mailbox idle", "G", "sysfs", 0x198, 4)
+            steps[-1].update(guard="collision")
+            step("GC2 collision guard: sysfs dword into the write mailbox during the kernel's exchange", "G",
+                 "sysfs", 0x1A0, 4, "00000000", during=long_exchange())
+            steps[-1].update(guard="collision")
+            step("GC3 collision guard: sysfs dword into the write mailbox, mailbox idle", "G", "sysfs", 0x1A0, 4,
+                 "00000000")
+            steps[-1].update(guard="collision")
+            exchanges("1 0 1 2")  # GC3's dword poisons the next exchange (QEMU), the one after works
         unguard(g)
         marks["unguarded_ns"] = now()
         for i, (what, path, off, n, owned) in enumerate(writes, 1):

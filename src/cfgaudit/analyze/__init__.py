@@ -126,8 +126,13 @@ class Analyzer:
         self._count_unknown(t, is_write & (dev < 0), bdf_key, bdf_names, base)
         consider = (is_write | is_read) if self.reads else is_write
         sel = np.flatnonzero(consider & (dev >= 0))
-        c = self.collide.feed(t, base, dev, offset, size, is_write, user_only)
-        rev = self.collide.user_requests(t, c, dev, offset, is_write)  # before the decoder sees the chunk
+        # a write that failed (ret < 0: refused by the guard, EFBIG, ...) never reached a DOE mailbox:
+        # no collision, no dword of a user request (the DOE decoder skips it too)
+        ret = t.column("ret")
+        wrote = is_write if ret.null_count == n else \
+            is_write & pc.fill_null(pc.greater_equal(ret, 0), True).to_numpy(zero_copy_only=False)
+        c = self.collide.feed(t, base, dev, offset, size, wrote, user_only)
+        rev = self.collide.user_requests(t, c, dev, offset, wrote)  # before the decoder sees the chunk
         self.counts["doe_collisions"] += int(c.rows.size) + len(rev)
         # the stages; each one that keeps state sees every chunk, findings or not
         taints = self.verdicts.taints(t, sel, dev, offset, size, is_write)
@@ -136,7 +141,7 @@ class Analyzer:
         if marks:  # the kernel's starts and ends end the user's objects in progress
             self.doe.kernel_starts({id(mb): np.sort(np.array([r for r, m in marks if m is mb], dtype=np.int64))
                                     for _, mb in marks})
-        old_value, changed_bits, doe = self._data(t, sel, rows_ev, is_write, is_read, dev, offset, size)
+        old_value, changed_bits, doe = self._data(t, sel, rows_ev, is_write, is_read, dev, offset, size, wrote)
         if marks:
             self.doe.end_chunk()
         logged = self.verdicts.once_per_boot(t, taints, dev, offset)
@@ -361,9 +366,11 @@ class Analyzer:
         self.unknown_writes += int(rows.size)
 
     def _data(self, t: pa.Table, sel: np.ndarray, rows_ev: np.ndarray, is_write: np.ndarray, is_read: np.ndarray,
-              dev: np.ndarray, offset: np.ndarray, size: np.ndarray) -> tuple[RowValues, RowValues, RowValues]:
+              dev: np.ndarray, offset: np.ndarray, size: np.ndarray,
+              wrote: np.ndarray) -> tuple[RowValues, RowValues, RowValues]:
         """The stages that read ``data``, in row order: known bytes (old value, changed bits) and
-        DOE sense. ``data`` is decoded once, for the rows they need."""
+        DOE sense (of the writes that did not fail: ``wrote``). ``data`` is decoded once, for the
+        rows they need."""
         n = t.num_rows
         finding_w = np.zeros(n, dtype=bool)
         finding_w[rows_ev] = True
@@ -371,7 +378,7 @@ class Analyzer:
         reads = is_read & (dev >= 0)
         if reads.any():
             reads &= pc.is_valid(t.column("data")).to_numpy(zero_copy_only=False)
-        doe_rows = self.doe.rows(sel, dev, offset, size, is_write)
+        doe_rows = self.doe.rows(sel, dev, offset, size, wrote)
         self.counts["doe_mailbox_writes"] += int(doe_rows.size)
         need = reads | finding_w
         need[doe_rows] = True
