@@ -471,6 +471,24 @@ def _printer(verbose: bool, err: bool) -> Callable[[cfgaudit.LiveBatch], None]:
     return show
 
 
+def _live_until_stopped(cfg: Any, duration: float | None, verbose: bool, started: str) -> Any:
+    """``trace`` and ``guard``: load, say ``started`` and the column header, run until Ctrl-C,
+    SIGTERM or ``duration`` seconds, and return the report."""
+    stop = _Stop(duration)
+    try:
+        live = cfgaudit.LiveRun(cfg, on_batch=_printer(verbose, err=False))
+        _warn(live.warnings)
+        with live:
+            _warn(live.load_warnings)
+            stop.arm()
+            click.echo(started)
+            click.echo(LIVE_HEADER)
+            live.run(stop)
+            return live.finish()
+    finally:
+        stop.restore()
+
+
 @cli.command()
 @live_options
 @click.option("-p", "--pid", type=click.IntRange(min=1), help="only this process (thread group)")
@@ -495,19 +513,7 @@ def trace(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, 
         raise UsageError(f"-p {pid}: no such process")
     cfg = _live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, output, kernel, claims,
                        iomem_relaxed, buffer_pages, pid or 0, duration)
-    stop = _Stop(duration)
-    try:
-        live = cfgaudit.LiveRun(cfg, on_batch=_printer(verbose, err=False))
-        _warn(live.warnings)
-        with live:
-            _warn(live.load_warnings)
-            stop.arm()
-            click.echo("Tracing config-space writes ... Ctrl-C to end.")
-            click.echo(LIVE_HEADER)
-            live.run(stop)
-            rep = live.finish()
-    finally:
-        stop.restore()
+    rep = _live_until_stopped(cfg, duration, verbose, "Tracing config-space writes ... Ctrl-C to end.")
     for line in summary_lines(rep.summary):
         click.echo(line, err=bool(rep.summary.get("lost")) and line.startswith("Possibly"))
     if rep.summary.get("record_error"):  # the trace asked for is incomplete: not a clean run
@@ -617,20 +623,9 @@ def guard(level, allow_comms, claims, dry_run, output, duration, kernel, buffer_
     """
     cfg = cfgaudit.TraceConfig(output=output, kernel=kernel, claims=list(claims), buffer_pages=buffer_pages,
                                guard=cfgaudit.GuardConfig(level=level, allow_comms=list(allow_comms), dry_run=dry_run))
-    stop = _Stop(duration)
-    try:
-        live = cfgaudit.LiveRun(cfg, on_batch=_printer(False, err=False))
-        _warn(live.warnings)
-        with live:
-            _warn(live.load_warnings)
-            stop.arm()
-            what = "Recording what would be refused" if dry_run else "Refusing"
-            click.echo(f"{what}: writes into {level} bytes and stricter ... Ctrl-C to end.")
-            click.echo(LIVE_HEADER)
-            live.run(stop)
-            rep = live.finish()
-    finally:
-        stop.restore()
+    what = "Recording what would be refused" if dry_run else "Refusing"
+    rep = _live_until_stopped(cfg, duration, False, f"{what}: writes into {level} bytes and stricter ... "
+                                                    "Ctrl-C to end.")
     for line in summary_lines(rep.summary):
         click.echo(line)
     if rep.summary.get("record_error"):

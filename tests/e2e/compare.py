@@ -56,14 +56,8 @@ from cfgaudit.audit import open_analysis, run_analysis
 # finding columns that say what a collision did and how the kernel's exchange ended (docs/formats.md)
 COLLISION_TEXT = ("collision", "kernel_protocol", "kernel_ret")
 
-CLAIMS = """[[claim]]
-kind = "exclusive"
-owner = "doe_excl"
-bdf = "{bdf}"
-offset = 0x190
-length = 0x18
-note = "tests/e2e/src/doe_excl.c: pci_request_config_region_exclusive(pdev, 0x190, 0x18) as v6.2/v6.3 cxl_pci"
-"""
+from guest_steps import CLAIMS  # noqa: E402 - doe_excl.ko's claim, one text for both sides (same directory)
+
 KEY = ("pid", "tid", "comm", "bdf", "offset", "via", "ret")
 DOE_OPS = ("doe_start", "doe_end")
 CLAIMED = ("B", "G", "H")  # phases with doe_excl loaded (its claim as a claims file)
@@ -391,7 +385,8 @@ def judge_boot(boot: str, out: str, strict_answers: dict[str, dict[str, bool]], 
                         problems.append(f"kernel: kernel_verdict={kv}, resource_is_exclusive={s['rie']}")
                     if kv is not None and kv != v["taints"]:
                         problems.append(f"kernel: kernel_verdict={kv} but cfgaudit's kernel_taints={v['taints']}")
-                if unseen_path:
+                guard_refused = s.get("guard") and s["poke_rc"] != 0 and "Operation not permitted" in s["poke_out"]
+                if unseen_path and not guard_refused:  # a write the guard refused never reaches the kernel's accessors
                     want_via = "sysfs" if s["path"] == "uring" else "vfio"
                     if [(e["via"], e["offset"], e["size"], e.get("ret")) for e in evs] != \
                             [(want_via, s["offset"], s["length"], s["length"])]:

@@ -23,7 +23,7 @@ HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${CFGAUDIT_E2E_CACHE:-/var/cache/cfgaudit-e2e}
 BOOTS=${E2E_BOOTS:-6.1:strict 6.1:relaxed 6.12:strict}
-TIMEOUT=${E2E_TIMEOUT:-400}
+TIMEOUT=${E2E_TIMEOUT:-600}
 RUNS=$CACHE/runs
 T0=$(date +%s)
 lap() { echo "e2e-timing: $1 at $(( $(date +%s) - T0 )) s" >&2; }
