@@ -68,7 +68,13 @@ def child_cmd() -> list[str]:
     """The child: a private mount namespace, a tmpfs over /dev in it, then :data:`CHILD`."""
     if shutil.which("unshare") is None:
         pytest.fail("unshare (util-linux) is needed to make a private /dev/vfio")
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SETUP, sys.executable, CHILD]
+    if subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SETUP, sys.executable, CHILD]
+    # In a chroot whose root is not a mount point, "/"'s propagation cannot be changed (EINVAL):
+    # make the namespace's own /dev private instead, before the tmpfs goes over it (if /dev is no
+    # mount point there either, the chain stops before mounting anything)
+    return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", "mount --make-rprivate /dev && " + SETUP,
+            sys.executable, CHILD]
 
 
 SH_CREATES = [f"opened {p}: config writes through a VFIO device are {NOT_SEEN}"
