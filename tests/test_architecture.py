@@ -22,7 +22,7 @@ DOC = os.path.join(ROOT, "docs", "ARCHITECTURE.md")
 # Leaves: import nothing of cfgaudit but errors (and errors imports nothing of cfgaudit).
 LEAVES = {"events", "errors", "files", "pci_regs", "hostpaths", "hexarrow", "ondemand"}
 # The modules that compose the layers below them into the public API (fleet: issue 10).
-COMPOSERS = {"inventory", "audit", "live", "fleet"}
+COMPOSERS = {"inventory", "audit", "live", "record", "fleet"}
 # The package root `cfgaudit` (its __init__.py, the one public API) is named "cfgaudit" below.
 PKG = "cfgaudit"
 # Optional heavy dependencies that may be imported lazily, inside a function, with a comment; pandas

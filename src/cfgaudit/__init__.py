@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .audit import analyze as analyze_traces
     from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackendError, CfgauditError, InputError, UsageError
     from .hostpaths import HostPaths
-    from .inventory import Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
+    from .inventory import PciIds, Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
     from .live import GuardConfig, LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host, resolve_command
     from .regions import Capability, ConfigSpace, Region, RegionRegistry, build_registry, load_devices
     from .regions.guard import GUARD_LEVELS
@@ -49,7 +49,7 @@ _WHERE: dict[str, tuple[str, str]] = {
     **{n: ("errors", n) for n in ("EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "BackendError", "CfgauditError",
                                   "InputError", "UsageError")},
     "HostPaths": ("hostpaths", "HostPaths"),
-    **{n: ("inventory", n) for n in ("Sources", "devices_rows", "open_devices", "regions_rows", "registry_for",
+    **{n: ("inventory", n) for n in ("PciIds", "Sources", "devices_rows", "open_devices", "regions_rows", "registry_for",
                                      "write_snapshot")},
     **{n: ("live", n) for n in ("GuardConfig", "LiveBatch", "LiveRun", "TraceConfig", "doctor_rows", "prepare_host",
                                 "resolve_command")},
@@ -76,7 +76,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CfgauditError", "InputError", "UsageError", "BackendError", "EXIT_OK", "EXIT_FINDINGS", "EXIT_ERROR",
-    "HostPaths", "Sources", "open_devices", "devices_rows", "registry_for", "regions_rows", "write_snapshot",
+    "HostPaths", "PciIds", "Sources", "open_devices", "devices_rows", "registry_for", "regions_rows", "write_snapshot",
     "load_devices", "build_registry", "Capability", "ConfigSpace", "Region", "RegionRegistry",
     "FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "render_report", "replay",
     "analyze_traces", "load_trace", "failing",

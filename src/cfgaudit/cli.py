@@ -174,25 +174,33 @@ def cli(debug: bool) -> None:
     """
 
 
+def pci_ids_option(f: Callable) -> Callable:
+    return click.option("--pci-ids", "pci_ids", metavar="FILE",
+                        help="PCI ID database for vendor and device names, like lspci -i "
+                             "(default: the system's, /usr/share/misc/pci.ids or /usr/share/hwdata/pci.ids)")(f)
+
+
 @cli.command()
 @source_options
+@pci_ids_option
 @format_option
 @output_option
-def devices(sysfs_path, lspci_dumps, snapshot, drivers, fmt, output) -> None:
-    """List PCI functions with driver and capability map.
+def devices(sysfs_path, lspci_dumps, snapshot, drivers, pci_ids, fmt, output) -> None:
+    """List PCI functions with names, driver and capability map.
 
-    Capabilities are shown as [offset] name (length in bytes); a * marks one the kernel's
-    own capability walk does not reach. Odd chains (loops, bad pointers) are listed as
-    anomalies.
+    Names come from the PCI ID database (pci.ids), as lspci's do. Capabilities are shown as
+    [offset] name (length in bytes); a * marks one the kernel's own capability walk does not
+    reach. Odd chains (loops, bad pointers) are listed as anomalies.
 
     \b
     Examples:
       cfgaudit devices
       cfgaudit devices --lspci-dump cxl.txt --format json
       cfgaudit devices --sysfs-path /tmp/fake-sysfs --format csv
+      cfgaudit devices --pci-ids ./pci.ids
     """
     ds = cfgaudit.open_devices(_sources(sysfs_path, lspci_dumps, snapshot, drivers))
-    text = render_devices(cfgaudit.devices_rows(ds), fmt)
+    text = render_devices(cfgaudit.devices_rows(ds, cfgaudit.PciIds.load(pci_ids)), fmt)
     _warn(ds.warnings)
     _emit(text, output)
 

@@ -21,11 +21,12 @@ from .regions import (
     parse_kernel,
     save_snapshot,
 )
+from .regions.pciids import PciIds
 
-__all__ = ["Sources", "open_devices", "devices_rows", "registry_for", "regions_rows", "write_snapshot",
+__all__ = ["PciIds", "Sources", "open_devices", "devices_rows", "registry_for", "regions_rows", "write_snapshot",
            "REGION_KEYS", "DEVICE_KEYS"]
 
-DEVICE_KEYS = ("bdf", "vendor", "device", "class", "revision", "driver", "config_size", "known_bytes",
+DEVICE_KEYS = ("bdf", "vendor", "device", "vendor_name", "device_name", "class", "revision", "driver", "config_size", "known_bytes",
                "capabilities", "anomalies")
 REGION_KEYS = ("bdf", "start", "length", "owner", "kind", "capability", "rule", "source")
 
@@ -52,9 +53,11 @@ def open_devices(src: Sources) -> DeviceSet:
                         paths=src.paths)
 
 
-def devices_rows(ds: DeviceSet) -> list[dict[str, Any]]:
+def devices_rows(ds: DeviceSet, ids: PciIds | None = None) -> list[dict[str, Any]]:
     """One dict per device, keys :data:`DEVICE_KEYS` (the ``devices --format json`` contract);
-    capability offsets and lengths in bytes."""
+    capability offsets and lengths in bytes. ``vendor_name``/``device_name`` come from ``ids``
+    (default: the system's pci.ids, :meth:`PciIds.load`); None where it lists no name."""
+    ids = PciIds.load() if ids is None else ids
     rows = []
     for v in device_views(ds):
         cs = v.cs
@@ -62,6 +65,8 @@ def devices_rows(ds: DeviceSet) -> list[dict[str, Any]]:
             "bdf": cs.bdf,
             "vendor": cs.vendor,
             "device": cs.device,
+            "vendor_name": None if cs.vendor is None else ids.vendor_name(cs.vendor),
+            "device_name": None if cs.vendor is None or cs.device is None else ids.device_name(cs.vendor, cs.device),
             "class": cs.class_code,
             "revision": cs.revision,
             "driver": cs.driver,

@@ -9,9 +9,9 @@ from typing import Any, Callable, Sequence
 
 from .listing import Column, render_listing
 
-__all__ = ["render_devices", "render_regions", "render_doctor"]
+__all__ = ["device_label", "render_devices", "render_regions", "render_doctor"]
 
-_DEVICE_KEYS = ["bdf", "vendor", "device", "class", "revision", "driver", "config_size", "known_bytes",
+_DEVICE_KEYS = ["bdf", "vendor", "device", "vendor_name", "device_name", "class", "revision", "driver", "config_size", "known_bytes",
                 "capabilities", "anomalies"]
 _REGION_KEYS = ["bdf", "start", "length", "owner", "kind", "capability", "rule", "source"]
 
@@ -32,13 +32,23 @@ def _caps_summary(caps: list[dict]) -> str:
     return ", ".join(out) or "none"
 
 
+def device_label(row: dict) -> str:
+    """A device's name as lspci words it: pci.ids' vendor and device names (``vendor_name``,
+    ``device_name``), ``Device 1234`` where the database lists no device name, ``-`` for none."""
+    ven, dev = row.get("vendor"), row.get("device")
+    if ven is None or dev is None:
+        return "-"
+    vname = row.get("vendor_name") or f"Vendor {ven:04x}"
+    return f"{vname} {row.get('device_name') or f'Device {dev:04x}'}"
+
+
 _DEVICE_COLS = [
     Column("bdf", "BDF"),
     Column("id", "VEN:DEV"),
     Column("class", "CLASS", _hex(6)),
     Column("driver", "DRIVER"),
     Column("config_size", "CFG"),
-    Column("caps", "CAPABILITIES [offset] name (bytes)"),
+    Column("caps", "NAME (pci.ids): CAPABILITIES [offset] name (bytes)"),
 ]
 
 
@@ -53,7 +63,7 @@ def render_devices(rows: Sequence[dict], fmt: str = "table") -> str:
             caps += "; anomalies: " + "; ".join(a["message"] for a in r["anomalies"])
         ven = r["vendor"] if r["vendor"] is not None else 0xFFFF
         dev = r["device"] if r["device"] is not None else 0xFFFF
-        trows.append({**r, "id": f"{ven:04x}:{dev:04x}", "caps": caps})
+        trows.append({**r, "id": f"{ven:04x}:{dev:04x}", "caps": f"{device_label(r)}: {caps}"})
     return render_listing(trows, "table", _DEVICE_COLS)
 
 
