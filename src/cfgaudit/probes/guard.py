@@ -21,7 +21,7 @@ from ..errors import BackendError
 from ..events import RECORD_TYPES, event_table
 from ..hostpaths import DEFAULT, HostPaths
 from .bccutil import bcc_problem, headers_problem, record_dtype, tracefs_problem
-from .kernel import _symbols, attachable_text, doe_setup, kprobes_available, resolve_symbol
+from .kernel import attachable_text, doe_setup, function_symbols, kprobes_available, resolve_symbol
 from .session import EMPTY_EVENTS, Batch, LiveOptions, RingBufferSession
 
 __all__ = ["GuardSession", "detect_guard", "lsm_list", "kernel_dev", "decode_guard_records", "GUARD_PROGRAM",
@@ -64,7 +64,7 @@ def detect_guard(paths: HostPaths = DEFAULT) -> str | None:
         tracefs_problem(paths, TRACEPOINTS, mountable_ok=True)
     if why:
         return why
-    syms = _symbols(attachable_text(paths))
+    syms = function_symbols(attachable_text(paths))
     if not resolve_symbol(GUARD_SPAN_FUNCTION, syms):
         return f"the kernel has no probe-able {GUARD_SPAN_FUNCTION} (the write's position and length)"
     if "bpf_lsm_file_permission" not in syms and lsms is None:
@@ -202,7 +202,7 @@ class GuardSession(RingBufferSession):
 
     def attach(self) -> None:
         """The kprobe that gives the hook each write's range (the hook itself is attached at load)."""
-        sym = resolve_symbol(GUARD_SPAN_FUNCTION, _symbols(attachable_text(self.opts.paths)))
+        sym = resolve_symbol(GUARD_SPAN_FUNCTION, function_symbols(attachable_text(self.opts.paths)))
         if not sym:
             raise BackendError(f"guard: the kernel has no probe-able {GUARD_SPAN_FUNCTION}")
         probes = [(sym, b"on_rw_verify_area", False)]

@@ -40,7 +40,8 @@ from .session import EMPTY_EVENTS, Batch, LiveOptions, RingBufferSession
 
 __all__ = ["KernelSession", "detect_kernel", "find_attach_points", "AttachPoint", "ATTACH_POINTS", "kernel_dtype",
            "decode_kernel_records", "VIA_CODES", "DEV_NAME_MAX", "kprobes_available", "LiveOptions",
-           "doe_offsets", "doe_setup", "doe_status", "DOE_MEMBERS"]
+           "doe_offsets", "doe_setup", "doe_status", "DOE_MEMBERS", "function_symbols", "resolve_symbol",
+           "attachable_text"]
 
 KERNEL_PROGRAM = "cfgaudit_kernel.bpf.c"
 VIA_CODES = {code: name[3:].lower() for name, code in KERNEL_VIAS.items()}  # 0: unknown, 1: sysfs, ...
@@ -149,7 +150,7 @@ def doe_offsets(btf: Btf) -> dict[str, int]:
 _CLONE = re.compile(r"^(?:\.(?:isra|constprop)\.\d+)+$")
 
 
-def _symbols(text: str) -> set[str]:
+def function_symbols(text: str) -> set[str]:
     """Function names in available_filter_functions (``name [module]``) or /proc/kallsyms
     (``addr type name [module]``) text."""
     out: set[str] = set()
@@ -178,7 +179,7 @@ def find_attach_points(text: str, reads: bool = False, points: Iterable[AttachPo
                        doe: bool = True) -> dict[str, str | None]:
     """role -> the symbol to attach to (``None``: the kernel has none of the names); ``doe``:
     include the DOE-exchange probes."""
-    syms = _symbols(text)
+    syms = function_symbols(text)
     out: dict[str, str | None] = {}
     for ap in points:
         if (ap.reads_only and not reads) or (ap.doe and not doe):
