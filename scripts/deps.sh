@@ -6,6 +6,7 @@
 #                   running kernel ships none (then /lib/modules/$(uname -r)/build is linked to them).
 #   bpfcc-tools     (--bench only) bcc's own tools: exitsnoop-bpfcc is make bench's peer for probes-ready.
 #   gcc libc6-dev   the e2e guest's static pokers (tests/e2e/src/*.c): the fast tier builds and runs them
+#   systemd         systemd-analyze: the fast tier verifies contrib/cfgaudit-record.service with it
 # --quiet-unless-root: say nothing when not root (make's test targets print their own line then).
 set -eu
 if [ "$(id -u)" != 0 ]; then
@@ -21,6 +22,7 @@ command -v lspci >/dev/null 2>&1 || need="$need pciutils"
 [ -e /usr/lib/python3/dist-packages/bcc/__init__.py ] || need="$need python3-bpfcc"
 command -v gcc >/dev/null 2>&1 || need="$need gcc"
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/libc.a ] || need="$need libc6-dev"
+command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 case " $* " in *" --bench "*) command -v exitsnoop-bpfcc >/dev/null 2>&1 || need="$need bpfcc-tools" ;; esac
 rel=$(uname -r)
 if [ ! -e "/lib/modules/$rel/build/include/generated/autoconf.h" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then

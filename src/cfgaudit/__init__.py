@@ -34,9 +34,11 @@ if TYPE_CHECKING:
     )
     from .audit import analyze as analyze_traces
     from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackendError, CfgauditError, InputError, UsageError
+    from .fleet import FleetOptions, FleetRun, fleet_failing, fleet_report, load_fleet, run_fleet
     from .hostpaths import HostPaths
     from .inventory import PciIds, Sources, devices_rows, open_devices, regions_rows, registry_for, write_snapshot
     from .live import GuardConfig, LiveBatch, LiveRun, TraceConfig, doctor_rows, prepare_host, resolve_command
+    from .record import RecordConfig, Recorder, SegmentInfo, recover_segments
     from .regions import Capability, ConfigSpace, Region, RegionRegistry, build_registry, load_devices
     from .regions.guard import GUARD_LEVELS
 
@@ -49,13 +51,16 @@ _WHERE: dict[str, tuple[str, str]] = {
     **{n: ("errors", n) for n in ("EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "BackendError", "CfgauditError",
                                   "InputError", "UsageError")},
     "HostPaths": ("hostpaths", "HostPaths"),
-    **{n: ("inventory", n) for n in ("PciIds", "Sources", "devices_rows", "open_devices", "regions_rows", "registry_for",
-                                     "write_snapshot")},
+    **{n: ("fleet", n) for n in ("FleetOptions", "FleetRun", "fleet_failing", "fleet_report", "load_fleet",
+                                 "run_fleet")},
+    **{n: ("inventory", n) for n in ("PciIds", "Sources", "devices_rows", "open_devices", "regions_rows",
+                                     "registry_for", "write_snapshot")},
     **{n: ("live", n) for n in ("GuardConfig", "LiveBatch", "LiveRun", "TraceConfig", "doctor_rows", "prepare_host",
                                 "resolve_command")},
     **{n: ("regions", n) for n in ("Capability", "ConfigSpace", "Region", "RegionRegistry", "build_registry",
                                    "load_devices")},
     "GUARD_LEVELS": ("regions.guard", "GUARD_LEVELS"),
+    **{n: ("record", n) for n in ("RecordConfig", "Recorder", "SegmentInfo", "recover_segments")},
 }
 
 
@@ -80,7 +85,9 @@ __all__ = [
     "load_devices", "build_registry", "Capability", "ConfigSpace", "Region", "RegionRegistry",
     "FAIL_LEVELS", "Analysis", "open_analysis", "run_analysis", "stream_analysis", "render_report", "replay",
     "analyze_traces", "load_trace", "failing",
+    "FleetOptions", "FleetRun", "run_fleet", "load_fleet", "fleet_report", "fleet_failing",
     "TraceConfig", "GuardConfig", "GUARD_LEVELS", "LiveRun", "LiveBatch", "doctor_rows", "prepare_host",
     "resolve_command",
+    "RecordConfig", "Recorder", "SegmentInfo", "recover_segments",
 ]
 __version__ = "0.1.0"

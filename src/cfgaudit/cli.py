@@ -39,7 +39,7 @@ from .report.live import (
     summary_lines,
     unknown_device_lines,
 )
-from .report.progress import Progress
+from .report.progress import Progress, SegmentProgress
 
 FORMATS = LISTING_FORMATS
 
@@ -434,12 +434,14 @@ class _Stop:
 
     def __init__(self, deadline_s: float | None = None) -> None:
         self.flag = False
+        self.signum: int | None = None
         self.deadline_s = deadline_s
         self.end: float | None = None
         self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.flag = True
+        self.signum = signum  # which one ended the run (cfgaudit record: the last footer's closed_by)
 
     def arm(self) -> None:
         """Tracing starts now: the deadline runs from here."""
@@ -638,6 +640,201 @@ def guard(level, allow_comms, claims, dry_run, output, duration, kernel, buffer_
         click.echo(line)
     if rep.summary.get("record_error"):
         raise OutputError(rep.summary["record_error"])
+    return 0
+
+
+# ---- cfgaudit fleet (issue 13): many hosts' segments on a Dask cluster; docs/fleet.md
+FLEET_FORMATS = _LaterChoice(lambda: report.fleet.FLEET_FORMATS)
+
+
+@cli.group()
+def fleet() -> None:
+    """Analyse many hosts' trace segments on a Dask cluster, and summarise the fleet.
+
+    'fleet analyze' analyses each segment against its own host's embedded snapshot and kernel
+    (one Dask task per segment) into a Parquet dataset partitioned by host; 'fleet report'
+    summarises it by tool, device model, owner, kernel release and host. docs/fleet.md.
+
+    \b
+    Examples:
+      cfgaudit fleet analyze /srv/cfgaudit/segments -o /srv/cfgaudit/fleet
+      cfgaudit fleet report /srv/cfgaudit/fleet --format html -o fleet.html
+    """
+
+
+@fleet.command("analyze")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("-o", "--output", "out", metavar="DIR", required=True,
+              help="output directory or fsspec URL: the findings dataset (host=NAME/*.parquet) and _segments/")
+@click.option("--scheduler", metavar="ADDRESS", callback=_nonempty,
+              help="a running Dask scheduler, e.g. tcp://HOST:8786 (default: a LocalCluster on this machine)")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="worker processes of the LocalCluster [default: min(CPUs, 4)]")
+@trace_options
+@click.option("-v", "--verbose", is_flag=True, help="show the Dask cluster's own warnings")
+def fleet_analyze(paths, out, scheduler, workers, reads, skip_bad, verbose) -> int:
+    """Analyse trace segments of many hosts, one Dask task per segment, into a dataset.
+
+    PATH is a segment file, a directory (searched recursively for *.parquet and *.jsonl; the
+    open segments *.partial.jsonl of a running recorder are left out unless named), a glob or
+    an fsspec URL (s3://bucket/segments/). Each segment is analysed as 'cfgaudit analyze
+    SEGMENT' would, against its own embedded snapshot and kernel release. Resumable: segments
+    already done (same file) are skipped. Exit 0 when every segment was analysed (findings or
+    not: 'fleet report --fail-on' gates), 2 when some could not be (one Error line each; the
+    others complete).
+
+    \b
+    Examples:
+      cfgaudit fleet analyze /srv/segments -o /srv/fleet --workers 2
+      cfgaudit fleet analyze '/srv/segments/host=web-*' -o /srv/fleet
+      # a real cluster: 'dask scheduler' on one host, 'dask worker tcp://HOST:8786' on each
+      # worker host (cfgaudit installed there too); segments on shared storage or s3://
+      cfgaudit fleet analyze s3://bucket/segments -o s3://bucket/fleet --scheduler tcp://HOST:8786
+    """
+    if scheduler and workers:
+        raise UsageError("--workers sizes the LocalCluster; a cluster given with --scheduler has its own workers")
+    progress = SegmentProgress()
+    try:
+        run = cfgaudit.run_fleet(list(paths), out, scheduler, workers,
+                                 cfgaudit.FleetOptions(reads=reads, skip_bad=skip_bad), progress, quiet=not verbose)
+    finally:
+        progress.done()
+    click.echo(f"{run.out}: {run.analysed:,} segments analysed, {run.skipped:,} already done, {len(run.errors):,} "
+               f"failed, of {run.segments:,} ({run.seconds:.1f} s, {run.workers} workers)", err=True)
+    for e in run.errors:
+        click.echo(f"Error: {e.url}: {e.reason}", err=True)
+    return EXIT_ERROR if run.errors else 0
+
+
+@fleet.command("report")
+@click.argument("out", metavar="OUT")
+@click.option("--format", "fmt", type=FLEET_FORMATS, default="table", show_default=True, help="report format")
+@click.option("--fail-on", type=FAIL_LEVELS, default="exclusive", show_default=True,
+              help="lowest kind of finding that fails the report (exit 1), as 'check'")
+@click.option("--pci-ids", metavar="FILE", help="device names from this pci.ids (default: the system's, as lspci)")
+@output_option
+def fleet_report(out, fmt, fail_on, pci_ids, output) -> int:
+    """Summarise a fleet analysed by 'fleet analyze': by tool, device model, owner and rule,
+    kernel release and host; hosts with lost events or paths the tracer cannot follow.
+
+    Exit 1 if any host wrote into owned bytes at or above --fail-on (as 'check'), else 0
+    (2: bad input).
+
+    \b
+    Examples:
+      cfgaudit fleet report /srv/fleet
+      cfgaudit fleet report /srv/fleet --format html -o fleet.html
+      cfgaudit fleet report s3://bucket/fleet --format json --fail-on managed
+    """
+    rep = cfgaudit.fleet_report(out, pci_ids)
+    _emit(report.fleet.render_fleet(rep, fmt), output)
+    return 1 if cfgaudit.fleet_failing(rep, fail_on) else 0
+
+
+# ---- cfgaudit record (issue 13): the recorder as a service; docs/record.md
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(zero_ok: bool = False) -> Callable[[click.Context, click.Parameter, str | None], int | None]:
+    """Callback for a size in bytes: an integer with an optional K, M, G or T (powers of 1024;
+    a trailing B or iB is fine): 64M, 1.5G, 512KiB; above 0, or with ``zero_ok`` 0 or more."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+        if value is None:
+            return None
+        text = value.strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+        try:
+            n = float(text[: len(text) - len(unit)])
+        except ValueError:
+            n = math.nan
+        if not math.isfinite(n) or n < 0 or (n == 0 and not zero_ok):
+            want = "0 or more" if zero_ok else "above 0"
+            raise click.BadParameter(f"{value!r} is not a size {want} (bytes, or with K, M, G: 64M)", ctx=ctx,
+                                     param=param)
+        return int(n * _SIZE_UNITS[unit])
+    return check
+
+
+def _without(name: str) -> Callable[[Callable], Callable]:
+    """Drop the option ``name`` that an option decorator below added (record: no -o, DIR is the output)."""
+    def drop(f: Callable) -> Callable:
+        f.__click_params__ = [p for p in getattr(f, "__click_params__", []) if p.name != name]  # type: ignore[attr-defined]
+        return f
+    return drop
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR")
+@_without("output")
+@live_options
+@click.option("--host", metavar="NAME", help="the host's name in DIR/host=NAME [default: this host's name]")
+@click.option("--rotate-bytes", default="64M", show_default=True, callback=_size(), metavar="SIZE",
+              help="close the open segment once it holds this many bytes (JSON Lines; K, M, G)")
+@click.option("--rotate-seconds", type=float, default=3600.0, show_default=True, callback=_seconds(),
+              metavar="SECONDS", help="close the open segment once it is this old")
+@click.option("--keep-bytes", default="0", callback=_size(zero_ok=True), metavar="SIZE",
+              help="delete closed segments, oldest first, beyond this many bytes [default: 0, keep all]")
+@click.option("--metrics", metavar="FILE",
+              help="write counters here in Prometheus' text format (node_exporter's textfile collector: *.prom)")
+@click.option("-d", "--duration", type=float, callback=_seconds(), metavar="SECONDS",
+              help="stop after this many seconds")
+def record(directory, backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, kernel, claims, iomem_relaxed,
+           buffer_pages, verbose, host, rotate_bytes, rotate_seconds, keep_bytes, metrics, duration) -> int:
+    """Record config-space accesses for ever (root), into rotated Parquet segments under DIR.
+
+    Segments are DIR/host=HOST/seg-SEQ-UTCSTART.parquet, each a trace 'cfgaudit analyze'
+    reads on its own (its header embeds the snapshot, host, machine and boot ids, kernel and
+    backend; its footer counts events and losses). The open one is SEGMENT.partial.jsonl,
+    readable at any time. SIGHUP rotates; SIGTERM or Ctrl-C closes the open segment and
+    exits 0; a restart converts what a crash left and continues the numbering. Findings are
+    printed as 'trace' prints them. docs/record.md has the layout, the metrics and a systemd
+    unit (contrib/cfgaudit-record.service).
+
+    \b
+    Examples:
+      sudo cfgaudit record /var/lib/cfgaudit
+      sudo cfgaudit record /var/lib/cfgaudit --rotate-bytes 16M --rotate-seconds 900 --keep-bytes 2G
+      sudo cfgaudit record /var/lib/cfgaudit --metrics /var/lib/node_exporter/textfile_collector/cfgaudit.prom
+      sudo systemctl reload cfgaudit-record    # SIGHUP: close the open segment now
+      cfgaudit analyze /var/lib/cfgaudit/host=$(hostname)/seg-00000042-*.parquet
+    """
+    cfg = cfgaudit.RecordConfig(
+        directory=directory, host=host, rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds,
+        keep_bytes=keep_bytes, metrics=metrics,
+        trace=_live_config(backend, sysfs_path, procfs_path, drivers, comm, bdfs, reads, None, kernel, claims,
+                           iomem_relaxed, buffer_pages))
+    stop = _Stop(duration)
+    held: list[Any] = []  # the recorder, once made: SIGHUP before then has nothing to rotate
+    old_hup = signal.signal(signal.SIGHUP, lambda s, f: held and held[0].rotate_soon("sighup"))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+    def why() -> str | None:
+        if stop.signum is not None:
+            return signal.Signals(stop.signum).name.lower()  # "sigterm" | "sigint"
+        return "duration" if stop() else None
+
+    def closed(s: Any) -> None:
+        click.echo(f"record: segment {s.seq} closed ({s.closed_by}): {s.events} events, {s.lost} lost -> "
+                   f"{s.path}", err=True)
+
+    try:
+        rec = cfgaudit.Recorder(cfg, on_batch=_printer(verbose, err=False), on_segment=closed,
+                                warn=lambda m: click.echo(f"record: {m}", err=True))
+        _warn(rec.warnings)
+        with rec:
+            held.append(rec)
+            _warn(rec.load_warnings)
+            stop.arm()
+            click.echo(f"Recording config-space accesses into {rec.dir} (segment {rec.seq}) ... "
+                       "SIGHUP rotates, SIGTERM or Ctrl-C ends.")
+            click.echo(LIVE_HEADER)
+            rec.run(why)
+    finally:
+        stop.restore()
+        signal.signal(signal.SIGHUP, old_hup)
+    c = rec.counters
+    click.echo(f"{c.accesses} config accesses, {sum(c.findings.values())} findings, {c.lost} events lost, "
+               f"{c.segments_closed} segments closed ({c.segments_deleted} deleted), ended by {rec.stopped_by}")
     return 0
 
 

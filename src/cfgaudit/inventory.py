@@ -26,7 +26,8 @@ from .regions.pciids import PciIds
 __all__ = ["PciIds", "Sources", "open_devices", "devices_rows", "registry_for", "regions_rows", "write_snapshot",
            "REGION_KEYS", "DEVICE_KEYS"]
 
-DEVICE_KEYS = ("bdf", "vendor", "device", "vendor_name", "device_name", "class", "revision", "driver", "config_size", "known_bytes",
+DEVICE_KEYS = ("bdf", "vendor", "device", "vendor_name", "device_name",
+               "class", "revision", "driver", "config_size", "known_bytes",
                "capabilities", "anomalies")
 REGION_KEYS = ("bdf", "start", "length", "owner", "kind", "capability", "rule", "source")
 

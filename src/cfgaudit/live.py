@@ -179,9 +179,13 @@ class LiveRun:
     to :meth:`follow` and their descendants (``cfgaudit run``)."""
 
     def __init__(self, cfg: TraceConfig, follow: bool = False,
-                 on_batch: Callable[[LiveBatch], None] | None = None) -> None:
+                 on_batch: Callable[[LiveBatch], None] | None = None, keep: bool = True) -> None:
         self.cfg = cfg
         self.on_batch = on_batch
+        # keep=False (cfgaudit record, running for days): no findings frame nor notice is kept;
+        # they go to on_batch only, and the report counts them without listing them.
+        self.keep = keep
+        self.n_notices = 0  # notices seen (kept in self.notices too when keep)
         if cfg.output:  # a trace path that cannot be made fails now, not after the probes load
             check_output(cfg.output)
         if cfg.guard is not None:
@@ -274,7 +278,9 @@ class LiveRun:
             first = ([int(pc.min(events.column("ts_ns")).as_py())] if events.num_rows else []) + \
                 [n.ts_ns for n in notices]
             self.t0 = min(first) if first else None
-        self.notices += notices
+        self.n_notices += len(notices)
+        if self.keep:
+            self.notices += notices
         warnings: list[str] = []
         if self.writer:
             try:
@@ -287,7 +293,7 @@ class LiveRun:
                 warnings.append(self._stop_recording(err))
         base = self.analyzer.counts["events"]
         f = self.analyzer.feed(events) if events.num_rows else empty_findings()
-        if not f.empty:
+        if not f.empty and self.keep:
             self.parts.append(f)
         if self.on_batch:
             self.on_batch(LiveBatch(events, f, notices, base, self.t0 or 0, warnings))
@@ -404,7 +410,7 @@ class LiveRun:
             self.session.close()
             self.session = None
         if self.writer:
-            footer: dict[str, Any] = {"lost": lost, "unmediated": len(self.notices), "dropped_other_files": dropped,
+            footer: dict[str, Any] = {"lost": lost, "unmediated": self.n_notices, "dropped_other_files": dropped,
                                       "unresolved_opens": unresolved}
             if error:
                 footer["error"] = error

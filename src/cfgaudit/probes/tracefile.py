@@ -781,7 +781,11 @@ class JsonlTraceWriter(TraceWriter):
         self._good = 0         # bytes: the file's length up to the last whole flush
         self._good_count = 0   # events in those bytes
         self._buf.append(json.dumps(self.header, separators=(",", ":")).encode() + b"\n")
-        self._flush()
+        try:
+            self._flush()
+        except OutputError:  # not even the header fits (disk full): no writer, so no fd left open
+            os.close(fd)
+            raise
 
     def _write_row(self, d: dict[str, Any]) -> None:
         self._buf.append(json.dumps(d, separators=(",", ":")).encode() + b"\n")

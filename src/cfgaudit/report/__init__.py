@@ -13,9 +13,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from . import csvout, frames, inventory, listing, live, progress, render
+    from . import csvout, fleet, frames, inventory, listing, live, progress, render
 
-__all__ = ["csvout", "frames", "inventory", "listing", "live", "progress", "render"]
+__all__ = ["csvout", "fleet", "frames", "inventory", "listing", "live", "progress", "render"]
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -11,7 +11,8 @@ from .listing import Column, render_listing
 
 __all__ = ["device_label", "render_devices", "render_regions", "render_doctor"]
 
-_DEVICE_KEYS = ["bdf", "vendor", "device", "vendor_name", "device_name", "class", "revision", "driver", "config_size", "known_bytes",
+_DEVICE_KEYS = ["bdf", "vendor", "device", "vendor_name", "device_name",
+                "class", "revision", "driver", "config_size", "known_bytes",
                 "capabilities", "anomalies"]
 _REGION_KEYS = ["bdf", "start", "length", "owner", "kind", "capability", "rule", "source"]
 
