@@ -61,6 +61,8 @@ check: venv deps
 # Issue 10's figures in one run (BENCHMARKS.md): bench/run.py (analyze vs DuckDB on the three traces, identical
 # rows, json/csv, 100M events in bounded memory), bench/startup.py (start-up), bench/startup_live.py (probes
 # ready; root only: it loads BPF programs), each writing bench-out/results-*.json (old ones removed first), then
+# bench/fleet.py (issue 13: fleet analyze of 10,000 hosts x 1,000 events on a LocalCluster of 1 and 2 workers, and
+# a serial peer; about 15 minutes on 2 cores), then
 # bench/summary.py: the block "issue 10 targets (this run)", a verdict per figure. Runs every part even if one
 # fails; exit 1 if a part failed or the conflict sets differed (targets not met are reported, not failures).
 bench: DEPS_ARGS = --quiet-unless-root --bench
@@ -76,6 +78,8 @@ bench: venv deps
 	else \
 		echo "make bench: not root: probes ready (issue 10, target 3) not measured: bench/startup_live.py loads BPF programs and needs root (sudo make bench)"; \
 	fi; \
+	echo '$(PY) bench/fleet.py --results bench-out/results-fleet.json'; \
+	$(PY) bench/fleet.py --results bench-out/results-fleet.json || rc=1; \
 	$(PY) bench/summary.py bench-out || rc=1; \
 	[ $$rc = 0 ] || echo "make bench: failed (see above)"; \
 	exit $$rc

@@ -10,6 +10,8 @@ from one run):
   json / csv; target 4: the 100M-event bounded-memory run),
 * ``results-startup.json``: ``bench/startup.py --results`` (target 2: start-up),
 * ``results-live.json``: ``bench/startup_live.py --results`` (target 3: probes ready; root only),
+* ``results-fleet.json``: ``bench/fleet.py --results`` (issue 13's fleet figures: printed as a second
+  block, ``issue 13 fleet (this run)``, without targets; rows differing from the serial peer exit 1),
 
 and prints one block, ``issue 10 targets (this run)``, one line per figure with its verdict:
 "met (N% under)" or "not met (N% / Nx over)", or "not measured" and why. The targets:
@@ -39,6 +41,8 @@ import sys
 from dataclasses import dataclass, field
 
 RUN, STARTUP, LIVE = "results-run.json", "results-startup.json", "results-live.json"
+FLEET = "results-fleet.json"  # bench/fleet.py (issue 13): printed as its own block, no targets
+FLEET_HEADING = "issue 13 fleet (this run)"
 RATIO_MAX = 0.7  # cfgaudit s / DuckDB s
 JSON_CSV_MAX = 1.5  # cfgaudit --format json s / csv s
 STARTUP_MAX = 0.3  # seconds
@@ -274,6 +278,35 @@ def summarize(results_dir: str, is_root: bool | None = None) -> Summary:
     return s
 
 
+def fleet_lines(results_dir: str) -> tuple[list[str], bool]:
+    """The "issue 13 fleet" block (bench/fleet.py's figures; issue 13 sets no targets): its lines
+    and whether a run's rows differed from the serial peer's. No lines without results-fleet.json."""
+    data, why = load(os.path.join(results_dir, FLEET))
+    if data is None:
+        return ([] if why.startswith("no ") else [f"not measured ({why})"]), False
+    lines = [f"{data.get('segments', 0):,} segments x {data.get('events_per_segment', 0):,} events "
+             f"({data.get('segments_mib', '?')} MiB of Parquet)"]
+    ser = data.get("serial") or {}
+    if ser:
+        lines.append(f"serial peer (the task in one process, no Dask): {ser['segments']:,} segments in "
+                     f"{ser['seconds']:.1f} s = {ser['segments_per_s']:,.1f} segments/s")
+    differ = False
+    for r in data.get("runs") or []:
+        rss = ", ".join(f"{x:,.0f}" for x in r.get("peak_rss_mib_per_worker") or [])
+        same = r.get("identical")
+        differ |= same is False
+        lines.append(f"fleet analyze, {r['workers']} worker(s): {r['seconds']:.1f} s = {r['segments_per_s']:,.1f} "
+                     f"segments/s; peak RSS per worker {rss} MiB; rows identical to serial: "
+                     f"{'yes' if same else 'NO' if same is False else 'not checked'}")
+    rep = data.get("report") or {}
+    if rep:
+        lines.append(f"fleet report: {rep['findings']:,} findings in {rep['seconds']:.1f} s")
+    if not data.get("complete"):
+        lines.append("bench/fleet.py stopped before the end")
+    lines.append(f"from {FLEET} ({data.get('written', '?')}, load {data.get('load_average', '?')})")
+    return lines, differ
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", metavar="RESULTS_DIR", help="where make bench wrote results-*.json")
@@ -283,7 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADING)
     for line in s.lines:
         print(f"  {line}")
-    return 1 if s.identical_failed else 0
+    flines, fleet_differ = fleet_lines(args.results_dir)
+    if flines:
+        print()
+        print(FLEET_HEADING)
+        for line in flines:
+            print(f"  {line}")
+    return 1 if s.identical_failed or fleet_differ else 0
 
 
 if __name__ == "__main__":

@@ -169,3 +169,27 @@ def test_small_run_marked_also(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "target 1  also: 100k parquet: 1.18x DuckDB" in out
     assert "target 4  100M events from Parquet: peak RSS not measured (this run's --big was 200k)" in out
     assert "target 4  also: 200k events from Parquet" in out
+
+
+def _fleet(identical: bool = True) -> dict:
+    run = {"workers": 2, "seconds": 300.0, "cluster_start_s": 2.0, "segments_per_s": 33.3, "analysed": 10_000,
+           "peak_rss_mib_per_worker": [170.0, 172.0], "driver_peak_rss_mib": 400.0, "identical": identical}
+    return {"script": "bench/fleet.py", "complete": True, "written": "2026-12-02 04:00:00 UTC", "load_average": "2",
+            "hosts": 10_000, "events_per_segment": 1_000, "segments": 10_000, "segments_mib": 581.0,
+            "serial": {"segments": 10_000, "seconds": 250.0, "segments_per_s": 40.0},
+            "runs": [run], "report": {"seconds": 20.0, "findings": 3_000_000}}
+
+
+def test_fleet_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/fleet.py's figures: a block of their own; rows differing from the serial peer exit 1."""
+    (tmp_path / summary.FLEET).write_text(json.dumps(_fleet()))
+    assert summary.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert summary.FLEET_HEADING in out and "0 met, 0 not met, 9 not measured" in out
+    assert "fleet analyze, 2 worker(s): 300.0 s = 33.3 segments/s; peak RSS per worker 170, 172 MiB; rows " \
+           "identical to serial: yes" in out
+    (tmp_path / summary.FLEET).write_text(json.dumps(_fleet(identical=False)))
+    assert summary.main([str(tmp_path)]) == 1
+    assert "rows identical to serial: NO" in capsys.readouterr().out
+    (tmp_path / summary.FLEET).unlink()
+    assert summary.main([str(tmp_path)]) == 0 and summary.FLEET_HEADING not in capsys.readouterr().out
