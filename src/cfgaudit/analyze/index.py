@@ -72,14 +72,21 @@ class RegionIndex:
     def _dense_table(self) -> tuple[np.ndarray, np.ndarray]:
         """The overlaps of every (device, offset < DENSE_OFF, size <= DENSE_SIZE) triple, as CSR
         over :meth:`dense_keys`: regions ``reg[ptr[k]:ptr[k + 1]]`` (index order) for key ``k``."""
-        span = DENSE_OFF * (DENSE_SIZE + 1)
-        o = np.repeat(np.arange(DENSE_OFF, dtype=np.int64), DENSE_SIZE + 1)
-        s = np.tile(np.arange(DENSE_SIZE + 1, dtype=np.int64), DENSE_OFF)
+        width = DENSE_SIZE + 1
+        span = DENSE_OFF * width
         keys, regs = [], []
-        for r in range(self.dev.size):  # one vector pass per region (a registry has tens of them)
-            hit = np.flatnonzero((self.start[r] <= o + s - 1) & (self.end[r] >= o) & (s > 0))
-            keys.append(int(self.dev[r]) * span + hit)
-            regs.append(np.full(hit.size, r, dtype=np.int64))
+        ridx = np.arange(self.dev.size, dtype=np.int64)
+        hi = np.minimum(self.end, DENSE_OFF - 1)  # a region's last byte, as far as the table goes
+        for s in range(1, width):  # one vector pass per access size: the offsets o with o <= end and o + s - 1 >= start
+            lo = np.maximum(self.start - s + 1, 0)
+            n = np.maximum(hi - lo + 1, 0)  # how many offsets of each region
+            total = int(n.sum())
+            if not total:
+                continue
+            r = np.repeat(ridx, n)
+            o = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+            keys.append(self.dev[r] * span + o * width + s)
+            regs.append(r)
         key = np.concatenate(keys) if keys else _EMPTY
         reg = np.concatenate(regs) if regs else _EMPTY
         order = np.lexsort((reg, key))

@@ -95,10 +95,14 @@ class ConfigSpace:
 
     # -- raw access -------------------------------------------------------------------
     def set_bytes(self, offset: int, values: bytes | Iterable[int]) -> None:
-        """Record bytes read at ``offset`` (bytes) as known."""
-        for i, v in enumerate(values):
-            self.data[offset + i] = v
-            self.known[offset + i] = 1
+        """Record bytes read at ``offset`` (bytes) as known. Bytes past the end of config space
+        are an IndexError, and none of them is recorded then."""
+        vals = bytes(values)  # ValueError for an int outside 0..255, as item assignment
+        end = offset + len(vals)
+        if offset < 0 or end > len(self.data):
+            raise IndexError(f"config space bytes [{offset:#x}, {end:#x}) past {len(self.data):#x}")
+        self.data[offset:end] = vals  # one slice assignment: a device's 4 KiB in microseconds
+        self.known[offset:end] = b"\x01" * len(vals)
 
     def is_known(self, offset: int, length: int = 1) -> bool:
         """True iff every byte of ``[offset, offset+length)`` was read."""
