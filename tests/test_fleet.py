@@ -102,6 +102,11 @@ def test_dataset_layout_and_records(segments, analysed) -> None:
         assert rec == {k: v for k, v in recs[name.removesuffix(".json")].items() if k != "seconds"}
         f = os.path.join(out, f"host={rec['host']}", rec["segment"] + ".parquet")
         assert pq.read_metadata(f).num_rows == rec["findings"]  # an empty file (with the schema) when none
+        t = pq.read_table(f, columns=["kind", "allowed_by"])
+        kinds = pd.Series(t.column("kind").to_pylist(), dtype="object")
+        failing = kinds[pd.Series(t.column("allowed_by").to_pylist(), dtype="object").isna()]
+        assert {k: n for k, n in rec["by_kind"].items() if n} == kinds.value_counts().to_dict()
+        assert {k: n for k, n in rec["failing_by_kind"].items() if n} == failing.value_counts().to_dict()
         assert rec["kernel_release"] == host_plan(int(rec["host"].split("-")[1])).kernel
         assert rec["devices"] and all({"vendor", "device", "driver"} <= set(d) for d in rec["devices"].values())
     assert any(r["lost"] for r in recs.values()) and any(r["notices"] for r in recs.values())
@@ -176,6 +181,12 @@ def test_corrupt_segments_are_named_and_the_others_complete(segments, cluster, t
     bad_jl = root / "host=broken-2" / "seg-00000001-20260101T000000Z.jsonl"
     bad_jl.parent.mkdir()
     bad_jl.write_text("".join(lines[:4] + ['{"ts_ns": 5, "pid": \n'] + lines[4:]))
+    head = json.loads(lines[0])
+    assert head["record"] == "header" and "snapshot" in head
+    del head["snapshot"]  # analyze would use this machine's devices: the fleet refuses it by name
+    nosnap = root / "host=bare-1" / "seg-00000001-20260101T000000Z.jsonl"
+    nosnap.parent.mkdir()
+    nosnap.write_text(json.dumps(head) + "\n" + "".join(lines[1:]))
     nohost = root / "loose" / "seg-00000001.parquet"
     write_segment(str(tmp_path / "tmp"), host_plan(1), 1, 5, with_host=False)
     nohost.parent.mkdir()
@@ -184,14 +195,16 @@ def test_corrupt_segments_are_named_and_the_others_complete(segments, cluster, t
     code, _, err = run_cli("fleet", "analyze", str(root), "-o", str(out), "--scheduler", cluster[0])
     assert code == 2, err
     errors = [ln for ln in err.splitlines() if ln.startswith("Error: ")]
-    assert len(errors) == 3, err
-    assert errors[0].startswith(f"Error: {bad_pq}: not a readable Parquet file")
-    assert errors[1].startswith(f"Error: {bad_jl}: line 5: ")
-    assert errors[2].startswith(f"Error: {nohost}: ") and "no host" in errors[2]
+    assert len(errors) == 4, err
+    assert errors[0] == f"Error: {nosnap}: the trace embeds no device snapshot (its own host's is needed, not this " \
+        "machine's)"
+    assert errors[1].startswith(f"Error: {bad_pq}: not a readable Parquet file")
+    assert errors[2].startswith(f"Error: {bad_jl}: line 5: ")
+    assert errors[3].startswith(f"Error: {nohost}: ") and "no host" in errors[3]
     assert "Traceback" not in err and "6 segments analysed" in err
     assert len(os.listdir(out / "_segments")) == 6
     code, _, err = run_cli("fleet", "analyze", str(root), "-o", str(out), "--scheduler", cluster[0])
-    assert code == 2 and "0 segments analysed, 6 already done, 3 failed" in err  # bad ones are retried
+    assert code == 2 and "0 segments analysed, 6 already done, 4 failed" in err  # bad ones are retried
 
 
 def test_host_from_the_hive_directory_and_partials(tmp_path) -> None:

@@ -111,15 +111,20 @@ class Analysis:
 
 def open_analysis(traces: list[str], src: Sources | None = None, kernel: str | None = None,
                   claims: Iterable[str] = (), iomem_relaxed: bool | None = None, reads: bool = False,
-                  skip_bad: bool = False, speed: float = 0.0) -> Analysis:
+                  skip_bad: bool = False, speed: float = 0.0, require_snapshot: bool = False) -> Analysis:
     """Open ``traces`` (JSONL or Parquet) and set up the analysis: devices from ``src`` or the
-    trace's embedded snapshot, rules for ``kernel`` (default: the trace's), ``claims`` files."""
+    trace's embedded snapshot, rules for ``kernel`` (default: the trace's), ``claims`` files.
+    ``require_snapshot``: a trace without a snapshot (and no source given) is an InputError
+    naming it, not analysed against this machine's devices (a fleet worker's are meaningless)."""
     src = src or Sources()
     warnings: list[str] = []
     rs = BACKENDS["replay"].open(ReplayOptions(paths=list(traces), skip_bad=skip_bad, speed=speed,
                                                warn=warnings.append))
     header = rs.header
     reader = next((r for r in rs.readers if r.header is header), None)  # the file the header came from
+    if require_snapshot and not src.given() and not isinstance(header.get("snapshot"), dict):
+        raise InputError("the trace embeds no device snapshot (its own host's is needed, not this machine's)",
+                         path=reader.path if reader else traces[0] if traces else None)
     ds = devices_for_trace(src, header, reader.path if reader else None, reader.header_line if reader else None)
     if not kernel and header.get("kernel_release"):
         ds.kernel_release, ds.kernel_version = header["kernel_release"], header.get("kernel_version")

@@ -48,7 +48,7 @@ from .analyze.findings import FINDING_FIELDS, FINDING_KINDS, findings_schema
 from .audit import FAIL_LEVELS, collisions_visible, failing, open_analysis, stream_analysis
 from .errors import CfgauditError, InputError, OutputError, UsageError
 from .ondemand import frame, load_pandas
-from .probes.tracefile import PARTIAL_SUFFIX, TraceReader
+from .probes.tracefile import PARTIAL_SUFFIX
 from .regions.pciids import PciIds
 from .report.fleet import FleetReport, build_fleet_report
 
@@ -304,7 +304,8 @@ def _local_copy(url: str) -> Iterator[str]:
 
 class _FindingsFile:
     """The streaming sink of one segment's findings: Arrow chunks appended to a Parquet file
-    (plain strings, the ``segment`` column added); counts by kind as they go."""
+    (plain strings, the ``segment`` column added); counts by kind as they go (a streamed
+    analysis's report has no findings-derived summary)."""
 
     def __init__(self, path: str, seg_id: str) -> None:
         self.schema = _file_schema()
@@ -394,10 +395,8 @@ def analyze_segment(seg: Segment, out: str, options: FleetOptions = FleetOptions
 
 
 def _analyze_local(path: str, seg: Segment, o: _Out, options: FleetOptions) -> dict[str, Any]:
-    if not isinstance(TraceReader(path).header.get("snapshot"), dict):
-        # analyze would fall back to this machine's devices: meaningless on a worker
-        raise InputError("the segment embeds no device snapshot (fleet analysis needs each host's own)", path=path)
-    a = open_analysis([path], reads=options.reads, skip_bad=options.skip_bad)
+    # analyze would fall back to this machine's devices without a snapshot: meaningless on a worker
+    a = open_analysis([path], reads=options.reads, skip_bad=options.skip_bad, require_snapshot=True)
     reader = a.source.readers[0]
     header = reader.header
     host = _host_of(header, seg)
