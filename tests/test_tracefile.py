@@ -9,11 +9,18 @@ import pyarrow as pa
 import pytest
 
 import cfgaudit
-from cfgaudit.errors import InputError, UsageError
+from cfgaudit.errors import InputError, OutputError, UsageError
 from cfgaudit.events import ConfigAccess
 from cfgaudit.probes import BACKENDS, ReplayOptions
 from cfgaudit.probes.session import Notice, Session
-from cfgaudit.probes.tracefile import TRACE_FORMATS, TraceReader, TraceWriter, make_header, trace_kind
+from cfgaudit.probes.tracefile import (
+    TRACE_FORMATS,
+    TraceReader,
+    TraceWriter,
+    convert_trace,
+    make_header,
+    trace_kind,
+)
 from support import CXL_BDF, QEMU_CXL, run_cli
 
 EV = dict(ts_ns=1, pid=7, comm="setpci", op="write", bdf=CXL_BDF, offset=0x198, size=4, data="00000000", via="sysfs",
@@ -245,3 +252,26 @@ def test_replay_is_a_session(tmp_path) -> None:
         BACKENDS["replay"].open(ReplayOptions(paths=[]))
     with pytest.raises(UsageError, match="--speed"):
         BACKENDS["replay"].open(ReplayOptions(paths=[a], speed=-1))
+
+
+def test_convert_trace_is_atomic_and_keeps_the_source_on_failure(tmp_path) -> None:
+    """JSON Lines -> Parquet: every event, notice and the footer; the source goes only once the
+    result is in place; a result that cannot be written leaves the source and no result."""
+    src = str(tmp_path / "t.parquet.partial.jsonl")
+    w = TraceWriter(src, make_header(host="h"))
+    for i in range(3):
+        w.write(ConfigAccess(**{**EV, "ts_ns": i}))
+    w.write({"record": "unmediated", "ts_ns": 9, "pid": 1, "comm": "x", "what": "/dev/vfio/1", "via": "vfio",
+             "kind": "vfio"})
+    w.close({"lost": 2})
+    dst = str(tmp_path / "t.parquet")
+    assert convert_trace(src, dst, footer=lambda r, n, last: dict(r.footer, copied=n, last=last)) == 3
+    assert not os.path.exists(src) and not os.path.exists(dst + ".tmp")
+    r = TraceReader(dst)
+    assert sum(t.num_rows for t in r.tables()) == 3 and len(r.notices) == 1
+    assert (r.header["host"], r.footer["lost"], r.footer["copied"], r.footer["last"]) == ("h", 2, 3, 2)
+    w = TraceWriter(src, make_header())
+    w.close()
+    with pytest.raises(OutputError):
+        convert_trace(src, str(tmp_path / "no-such-dir" / "t.parquet"))
+    assert os.path.exists(src) and not (tmp_path / "no-such-dir").exists()

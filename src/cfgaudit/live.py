@@ -37,8 +37,8 @@ from .probes.session import Batch, Notice, run
 from .probes.tracefile import (
     PARTIAL_SUFFIX,
     TRACE_FORMATS,
-    TraceReader,
     TraceWriter,
+    convert_trace,
     make_header,
     trace_kind,
 )
@@ -385,18 +385,10 @@ class LiveRun:
         assert self.partial and self.cfg.output
         if self.record_error:
             return
-        src = TraceReader(self.partial)
         try:
-            out = TraceWriter(self.cfg.output, src.header)
-            for t in src.tables():
-                out.write_table(t)
-            for d in src.notices:  # read with the tables; Parquet keeps them in its metadata
-                out.write(d)
-            out.close(src.footer)
+            convert_trace(self.partial, self.cfg.output)  # atomic; removes the partial once done
         except OutputError as err:
             self.record_error = f"{err}; the trace is in {self.partial} (JSON Lines: cfgaudit analyze reads it)"
-            return
-        os.unlink(self.partial)
 
     # -- the end ---------------------------------------------------------------------------
     def finish(self, error: str | None = None) -> Report:

@@ -38,13 +38,11 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Callable
 
-import pyarrow.compute as pc
-
 from .analyze.findings import FINDING_KINDS
 from .errors import CfgauditError, InputError, OutputError, UsageError
 from .live import LiveBatch, LiveRun, TraceConfig
 from .probes.session import SessionStats
-from .probes.tracefile import PARTIAL_SUFFIX, TRACE_FORMATS, TraceReader, TraceWriter
+from .probes.tracefile import PARTIAL_SUFFIX, TMP_SUFFIX, TraceReader, TraceWriter, convert_trace
 
 __all__ = ["RecordConfig", "Recorder", "SegmentInfo", "RecorderCounters", "recover_segments", "host_name",
            "host_dir", "segment_name", "segment_seq", "closed_segments", "next_seq", "enforce_retention",
@@ -56,7 +54,6 @@ RETRY_S = 60.0  # after a failed write: try a new segment this often (or at the 
 METRICS_EVERY_S = 1.0  # the metrics file is rewritten at most this often when a counter changed ...
 METRICS_IDLE_S = 30.0  # ... and at least this often otherwise (its mtime shows the recorder is alive)
 MACHINE_ID = "/etc/machine-id"  # machine-id(5)
-TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".cfgaudit-record.lock"  # one recorder per host directory (dot files are skipped by dataset readers)
 # Why a segment closed (its footer's closed_by).
 CLOSED_BY = ("size", "time", "sighup", "sigterm", "sigint", "duration", "recovered", "error")
@@ -114,58 +111,17 @@ def next_seq(hdir: str) -> int:
 
 
 # -- closing segments ----------------------------------------------------------------------
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def convert_segment(partial: str, final: str, footer: dict[str, Any] | None = None, warn: Warn | None = None) -> int:
-    """Convert the JSON Lines segment ``partial`` into the Parquet segment ``final``, atomically:
-    ``final.tmp`` is written and fsynced, renamed to ``final``, then ``partial`` is removed.
+    """Convert the JSON Lines segment ``partial`` into the Parquet segment ``final`` atomically
+    (probes.tracefile.convert_trace: ``final.tmp``, fsync, rename, then ``partial`` is removed).
     ``footer``: the footer to give it (the recorder knows its counts); ``None``: the partial's own
     footer, or, for a partial without one (what a crash leaves), one made of what it holds
     (``lost``: null, unknown). Returns the events converted. A failed write (disk full) is an
     :class:`OutputError` that leaves ``partial`` as it was and no ``final``."""
-    src = TraceReader(partial, warn=warn)  # InputError: not a readable trace
-    tmp = final + TMP_SUFFIX
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # a conversion a crash cut short
-    try:
-        out = TRACE_FORMATS["parquet"].writer(tmp, src.header)
-    except InputError as err:  # the file could not be made (no space for an inode, ...)
-        raise OutputError(err.message, path=tmp) from err
-    events, last_ts = 0, None
-    try:
-        for t in src.tables():
-            out.write_table(t)
-            events += t.num_rows
-            hi = pc.max(t.column("ts_ns")).as_py()
-            last_ts = hi if last_ts is None or (hi is not None and hi > last_ts) else last_ts
-        for d in src.notices:  # read with the tables; Parquet keeps them in its metadata
-            out.write(d)
-        if footer is None:
-            footer = _recovered_footer(partial, src.header, src.footer, events, len(src.notices), last_ts)
-        out.close(footer)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        hdir = os.path.dirname(final) or "."
-        _fsync_dir(hdir)
-        os.unlink(partial)
-        _fsync_dir(hdir)
-    except (OSError, CfgauditError) as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, CfgauditError):
-            raise
-        raise OutputError(f"cannot write: {err.strerror or err}", path=tmp) from err
-    return events
+    def recovered(src: TraceReader, events: int, last_ts: int | None) -> dict[str, Any]:
+        return _recovered_footer(partial, src.header, src.footer, events, len(src.notices), last_ts)
+
+    return convert_trace(partial, final, recovered if footer is None else footer, warn)
 
 
 def _recovered_footer(partial: str, header: dict[str, Any], footer: dict[str, Any], events: int, notices: int,

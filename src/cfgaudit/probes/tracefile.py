@@ -54,7 +54,7 @@ from ..hexarrow import is_hex
 
 __all__ = ["TraceReader", "TraceWriter", "TraceFormat", "TRACE_FORMATS", "DEFAULT_TRACE_FORMAT", "TRACE_FORMAT",
            "TRACE_VERSION", "trace_kind", "make_header", "events_table", "jsonl_text",
-           "PARTIAL_SUFFIX"]
+           "PARTIAL_SUFFIX", "convert_trace"]
 
 TRACE_FORMAT = "cfgaudit-trace"
 TRACE_VERSION = 1
@@ -933,3 +933,60 @@ TRACE_FORMATS: dict[str, TraceFormat] = {
                            "Parquet: the event columns; header and footer in the key/value metadata"),
 }
 DEFAULT_TRACE_FORMAT = "jsonl"  # for names with no known extension
+
+
+# ------------------------------------------------------------------------------------------
+# Conversion (a live recording's JSON Lines -> Parquet)
+# ------------------------------------------------------------------------------------------
+FooterFor = Callable[[TraceReader, int, "int | None"], dict[str, Any]]
+TMP_SUFFIX = ".tmp"
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def convert_trace(src: str, dst: str, footer: dict[str, Any] | FooterFor | None = None,
+                  warn: Warn | None = None) -> int:
+    """Convert the trace ``src`` into ``dst`` (the format of ``dst``'s name), atomically: ``dst.tmp``
+    is written and fsynced, renamed to ``dst`` (the directory fsynced), then ``src`` is removed.
+    ``footer``: ``dst``'s footer: a dict; a function of (the reader, events copied, the last
+    event's ``ts_ns`` or None), called after the copy; or None: ``src``'s own. Returns the events
+    copied. :class:`InputError`: ``src`` is no readable trace; :class:`OutputError`: ``dst`` could
+    not be written (disk full): ``src`` stays as it was and there is no ``dst``."""
+    reader = TraceReader(src, warn=warn)
+    tmp = dst + TMP_SUFFIX
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a conversion a crash cut short
+    try:
+        out = TRACE_FORMATS[trace_kind(dst)].writer(tmp, reader.header)
+    except InputError as err:  # the file could not be made (no space for an inode, ...)
+        raise OutputError(err.message, path=tmp) from err
+    events, last_ts = 0, None
+    try:
+        for t in reader.tables():
+            out.write_table(t)
+            events += t.num_rows
+            hi = pc.max(t.column("ts_ns")).as_py()
+            last_ts = hi if last_ts is None or (hi is not None and hi > last_ts) else last_ts
+        for d in reader.notices:  # read with the tables; Parquet keeps them in its metadata
+            out.write(d)
+        out.close(reader.footer if footer is None else footer(reader, events, last_ts) if callable(footer)
+                  else footer)
+        _fsync_path(tmp)
+        os.replace(tmp, dst)
+        where = os.path.dirname(dst) or "."
+        _fsync_path(where, directory=True)
+        os.unlink(src)
+        _fsync_path(where, directory=True)
+    except (OSError, InputError, OutputError) as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, (InputError, OutputError)):
+            raise
+        raise OutputError(f"cannot write: {os_reason(err)}", path=tmp) from err
+    return events
